@@ -13,11 +13,42 @@ from . import __version__
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
+    import yaml
+
+    from . import config
+
+    print("recipes:")
+    for name in config.known_recipes():
+        data = yaml.safe_load(config.recipe_path(name).read_text()) or {}
+        expected = (data.get("expected") or {}).get("top1")
+        shown = f"{expected:.2f}" if isinstance(expected, (int, float)) else "-"
+        print(f"  {name:<22} expected top-1 {shown:>6}  {data.get('description', '')}")
     from . import models
 
     print("models:")
     for name in models.list_models(args.pattern):
         print(f"  {name}")
+    return 0
+
+
+def _cmd_recipe(args: argparse.Namespace) -> int:
+    from . import config
+
+    overrides = list(args.overrides)
+    if args.epochs is not None:
+        overrides.append(f"train.epochs={args.epochs}")
+    recipe = config.load_recipe(args.name, overrides)
+    from .engine.trainer import run_recipe
+
+    summary = run_recipe(recipe, args.out or f"runs/{recipe['name']}", data_dir=args.data_dir,
+                         resume=args.resume)
+    from .engine import distributed
+
+    if distributed.is_main():
+        from .engine.report import summary_table
+
+        print(summary_table([summary]))
+    distributed.shutdown()
     return 0
 
 
@@ -73,7 +104,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"sj-distill {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    p = sub.add_parser("list", help="list registered student backbones")
+    p = sub.add_parser("recipe", help="run a recipe (YAML) end to end: teacher, student, eval")
+    p.add_argument("name", help="shipped recipe name (see `sj-distill list`) or a .yaml path")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                   help="recipe overrides with dotted keys, e.g. train.optimizer.lr=0.05")
+    p.add_argument("--data-dir", default=None, help="dataset root (real datasets)")
+    p.add_argument("--out", default=None, help="run folder (default runs/NAME)")
+    p.add_argument("--epochs", type=int, default=None, help="shortcut for train.epochs=N")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its last finished epoch")
+    p.set_defaults(func=_cmd_recipe)
+
+    p = sub.add_parser("list", help="list shipped recipes and registered student backbones")
     p.add_argument("pattern", nargs="?", default="*", help="shell-style filter, e.g. 'cifar_*'")
     p.set_defaults(func=_cmd_list)
 

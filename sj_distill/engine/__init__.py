@@ -1,0 +1,1 @@
+"""Training engine: recipe runs (teacher stage, student stage), evaluation, checkpoints, DDP."""

@@ -1,0 +1,171 @@
+"""The epoch loop shared by the teacher and the student stage: train, evaluate, log, checkpoint,
+resume."""
+from __future__ import annotations
+
+import contextlib
+import logging
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, List, Optional
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from .. import sj
+from . import checkpoint, distributed
+from .metrics import Meter
+from .runlog import RunLog
+
+log = logging.getLogger("sj_distill")
+
+#: ``step(x, y) -> (loss, parts, logits [B,K])``: forward of one batch, no backward.
+TrainStep = Callable[[torch.Tensor, torch.Tensor], tuple]
+
+
+@dataclass
+class Stage:
+    """One thing to train: a stage of a recipe run (``teacher`` or ``student``)."""
+
+    name: str
+    model: nn.Module                  # what is put in train()/eval() mode and reset
+    state: Dict[str, nn.Module]       # what is checkpointed, by name
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    epochs: int
+    train_step: TrainStep
+    evaluate: Callable[[], Dict[str, float]]
+    max_batches: Optional[int] = None
+    amp: str = "none"
+    history: List[Dict] = field(default_factory=list)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The RNG seed of one epoch on this rank: training from epoch ``e`` draws the same random
+    numbers whether the run got there directly or by ``--resume``."""
+    return seed + 100_003 * (epoch + 1) + 7919 * distributed.rank()
+
+
+def _rng_state() -> Dict:
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
+             "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: Dict) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _autocast(amp: str, device: torch.device):
+    if amp == "none" or device.type != "cuda":
+        return contextlib.nullcontext()
+    return torch.autocast("cuda", dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
+
+
+def _resume(stage: Stage, path: Path) -> int:
+    """Load ``path`` into ``stage``; return the number of completed epochs."""
+    state = checkpoint.load(path, required=("stage", "epoch", "modules", "optimizer",
+                                            "scheduler", "rng", "history"))
+    if state["stage"] != stage.name:
+        raise checkpoint.CheckpointError(
+            f"checkpoint {path} belongs to stage {state['stage']!r}, not {stage.name!r}")
+    for name, module in stage.state.items():
+        module.load_state_dict(state["modules"][name])
+    stage.optimizer.load_state_dict(state["optimizer"])
+    stage.scheduler.load_state_dict(state["scheduler"])
+    stage.history[:] = state["history"]
+    _set_rng_state(state["rng"])
+    return int(state["epoch"])
+
+
+def fit(stage: Stage, train_loader, ckpt_path: Path, runlog: RunLog, seed: int,
+        device: torch.device, resume: bool) -> List[Dict]:
+    """Train ``stage`` for its epochs (continuing from ``ckpt_path`` when ``resume`` and it
+    exists), evaluating after every epoch and writing the checkpoint atomically."""
+    start = _resume(stage, ckpt_path) if resume and ckpt_path.is_file() else 0
+    if start:
+        log.info("%s: resumed from %s after epoch %d", stage.name, ckpt_path, start)
+    scaler = torch.amp.GradScaler("cuda") if stage.amp == "fp16" and device.type == "cuda" else None
+    sampler = getattr(train_loader, "sampler", None)
+    for epoch in range(start, stage.epochs):
+        began = time.time()
+        torch.manual_seed(epoch_seed(seed, epoch))
+        if hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(epoch)
+        stage.model.train()
+        meter = Meter()
+        total = len(train_loader) if stage.max_batches is None else min(len(train_loader),
+                                                                         stage.max_batches)
+        bar = tqdm(train_loader, total=total, desc=f"{stage.name} {epoch + 1}/{stage.epochs}",
+                   leave=False, disable=None if distributed.is_main() else True)
+        for i, (x, y) in enumerate(bar):
+            if i >= total:
+                break
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            with _autocast(stage.amp, device):
+                loss, parts, logits = stage.train_step(x, y)
+            stage.optimizer.zero_grad(set_to_none=True)
+            if scaler is None:
+                loss.backward()
+                stage.optimizer.step()
+            else:
+                scaler.scale(loss).backward()
+                scaler.step(stage.optimizer)
+                scaler.update()
+            sj.reset(stage.model)
+            meter.update(float(loss.detach()), logits.float(), y, parts)
+            bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
+        lr = stage.optimizer.param_groups[0]["lr"]
+        stage.scheduler.step()
+        train = meter.result()
+        test = stage.evaluate()
+        row = {"stage": stage.name, "epoch": epoch + 1, "lr": lr, "seconds": time.time() - began,
+               **{f"train_{k}": v for k, v in train.items()},
+               **{f"test_{k}": v for k, v in test.items()}}
+        stage.history.append(row)
+        runlog.epoch(row)
+        if distributed.is_main():
+            checkpoint.save_atomic({
+                "stage": stage.name, "epoch": epoch + 1,
+                "modules": {n: m.state_dict() for n, m in stage.state.items()},
+                "optimizer": stage.optimizer.state_dict(),
+                "scheduler": stage.scheduler.state_dict(),
+                "rng": _rng_state(), "sampler_epoch": epoch + 1,
+                "history": stage.history,
+            }, ckpt_path)
+        distributed.barrier()
+    return stage.history
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader, to_input: Callable, device: torch.device,
+             amp: str = "none", desc: str = "eval") -> Dict[str, float]:
+    """Top-1 / top-5 / cross-entropy of ``model`` (eval mode) over ``loader``; SNN outputs
+    ``[T,B,K]`` are averaged over time."""
+    was_training = model.training
+    model.eval()
+    meter = Meter()
+    for x, y in tqdm(loader, desc=desc, leave=False, disable=None if distributed.is_main() else True):
+        x, y = x.to(device), y.to(device)
+        with _autocast(amp, device):
+            out = model(to_input(x))
+        logits = (out.mean(0) if out.dim() == 3 else out).float()
+        sj.reset(model)
+        meter.update(float(torch.nn.functional.cross_entropy(logits, y)), logits, y)
+    model.train(was_training)
+    return meter.result()

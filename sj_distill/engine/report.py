@@ -1,0 +1,36 @@
+"""Markdown tables of expected against achieved accuracy."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Dict, Iterable, List
+
+
+def _fmt(value, digits: int = 2) -> str:
+    return f"{value:.{digits}f}" if isinstance(value, (int, float)) else "-"
+
+
+def summary_table(summaries: Iterable[Dict]) -> str:
+    """``| recipe | method | loss | epochs | expected | top-1 | delta | top-5 | teacher |``."""
+    lines = ["| recipe | method | loss | epochs | expected top-1 | top-1 | delta | top-5 | teacher top-1 |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for s in summaries:
+        delta = (s["top1"] - s["expected_top1"]
+                 if isinstance(s.get("top1"), (int, float))
+                 and isinstance(s.get("expected_top1"), (int, float)) else None)
+        lines.append(f"| {s['recipe']} | {s.get('method', '-')} | {s.get('loss', '-')} | "
+                     f"{s.get('epochs', '-')} | {_fmt(s.get('expected_top1'))} | "
+                     f"{_fmt(s.get('top1'))} | {_fmt(delta)} | {_fmt(s.get('top5'))} | "
+                     f"{_fmt(s.get('teacher_top1'))} |")
+    return "\n".join(lines)
+
+
+def collect(run_dirs: Iterable[str]) -> List[Dict]:
+    """Summaries of every ``summary.json`` under the given folders (searched recursively)."""
+    found = []
+    for root in run_dirs:
+        root = Path(root)
+        if not root.exists():
+            raise FileNotFoundError(f"run folder {root} does not exist")
+        found += [json.loads(p.read_text()) for p in sorted(root.rglob("summary.json"))]
+    return found

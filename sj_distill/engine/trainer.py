@@ -1,0 +1,205 @@
+"""``sj-distill recipe``: a recipe run end to end.
+
+Stages: (1) the teacher (a local checkpoint, a finished ``teacher.pt`` of this run folder, or
+trained here first when ``teacher.train.epochs > 0``); (2) the student, by BPTT or rate-BP with
+the recipe's loss. Every epoch is evaluated and checkpointed atomically (``teacher_last.pt`` /
+``last.pt``); ``resume=True`` continues exactly where the last finished epoch left off. Outputs
+in the run folder: ``recipe.yaml``, ``train.log``, ``metrics.csv``, ``tensorboard/``,
+``teacher.pt``, ``last.pt``, ``student.pt`` (final weights + recipe) and ``summary.json``.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Dict, Optional, Tuple
+
+import torch
+import yaml
+from torch import nn
+from torch.utils.data import DataLoader, DistributedSampler
+
+from .. import __version__, sj
+from ..config import RecipeError
+from ..registry import DATASETS, LOSSES, OPTIMIZERS, SCHEDULERS
+from . import checkpoint, distributed
+from .loop import Stage, evaluate, fit, seed_everything
+from .objectives import logits_objective
+from .runlog import RunLog, setup_logging
+
+log = logging.getLogger("sj_distill")
+
+
+class ShardSampler(torch.utils.data.Sampler):
+    """Evaluation sharding without padding: rank ``r`` of ``w`` takes indices ``r, r+w, ...``,
+    so summed metrics count every test sample exactly once."""
+
+    def __init__(self, length: int):
+        self.indices = list(range(distributed.rank(), length, distributed.world_size()))
+
+    def __iter__(self):
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+def build_data(recipe: Dict, data_dir: Optional[str]):
+    """``(train_set, test_set)`` of the recipe's dataset."""
+    data = recipe["data"]
+    return DATASETS.build(data["name"], where="data.options", root=data_dir or data["root"],
+                          img_size=data["img_size"], T=data["T"], **data["options"])
+
+
+def make_loaders(recipe: Dict, train_set, test_set, seed: int) -> Tuple[DataLoader, DataLoader]:
+    data = recipe["data"]
+    batch = data["batch_size"]
+    if distributed.world_size() > 1:
+        if batch % distributed.world_size():
+            raise RecipeError(f"data.batch_size {batch} is not divisible by the "
+                              f"{distributed.world_size()} processes")
+        batch //= distributed.world_size()
+        train_sampler = DistributedSampler(train_set, shuffle=True, seed=seed, drop_last=True)
+    else:
+        train_sampler = _EpochShuffle(len(train_set), seed)
+    common = dict(num_workers=data["workers"], pin_memory=torch.cuda.is_available(),
+                  persistent_workers=data["workers"] > 0)
+    train = DataLoader(train_set, batch_size=batch, sampler=train_sampler, drop_last=True, **common)
+    test = DataLoader(test_set, batch_size=data["eval_batch_size"],
+                      sampler=ShardSampler(len(test_set)), **common)
+    return train, test
+
+
+class _EpochShuffle(torch.utils.data.Sampler):
+    """A permutation drawn from ``seed + epoch``: the order of epoch ``e`` does not depend on
+    how the run got there (so ``--resume`` replays it exactly)."""
+
+    def __init__(self, length: int, seed: int):
+        self.length, self.seed, self.epoch = length, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed + self.epoch)
+        return iter(torch.randperm(self.length, generator=g).tolist())
+
+    def __len__(self) -> int:
+        return self.length
+
+
+def input_adapter(T: int, time_major: bool):
+    """Batch -> SNN input ``[T,B,...]``: static images are repeated T times (direct encoding),
+    event frames ``[B,T,...]`` are made time-major."""
+    if time_major:
+        return lambda x: x.transpose(0, 1).contiguous()
+    return lambda x: x.unsqueeze(0).expand(T, *x.shape).contiguous()
+
+
+def teacher_view(time_major: bool):
+    """Batch -> ANN input ``[B,C,H,W]``: event frames are averaged over time."""
+    return (lambda x: x.mean(1)) if time_major else (lambda x: x)
+
+
+def build_student(recipe: Dict, num_classes: int, in_chans: int) -> nn.Module:
+    from .. import models
+
+    spec = recipe["student"]
+    model = models.create_model(spec["model"], num_classes=num_classes, in_chans=in_chans,
+                                **spec["neuron"], **spec["options"])
+    return model
+
+
+def _optimizer_and_scheduler(recipe_train: Dict, params, epochs: int):
+    opt = dict(recipe_train["optimizer"])
+    optimizer = OPTIMIZERS.build(opt.pop("name"), params, where="train.optimizer", **opt)
+    sched = dict(recipe_train["scheduler"])
+    scheduler = SCHEDULERS.build(sched.pop("name"), optimizer, where="train.scheduler",
+                                 epochs=epochs, **sched)
+    return optimizer, scheduler
+
+
+def run_recipe(recipe: Dict, out_dir: str | Path, data_dir: Optional[str] = None,
+               resume: bool = False) -> Dict:
+    """Run ``recipe`` (validated, see :mod:`sj_distill.config`) into ``out_dir``; return the
+    summary (also written to ``out_dir/summary.json`` by rank 0)."""
+    out_dir = Path(out_dir)
+    device = distributed.init()
+    setup_logging(out_dir)
+    last = out_dir / "last.pt"
+    if last.is_file() and not resume:
+        raise RecipeError(f"{out_dir} already holds a run (last.pt): pass --resume to continue "
+                          "it, or choose another --out")
+    if distributed.is_main():
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "recipe.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
+    seed = recipe["seed"]
+    seed_everything(seed)
+    if recipe["deterministic"]:
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
+    started = time.time()
+    log.info("recipe %s -> %s (SpikingJelly %s, %d process(es), %s)", recipe["name"], out_dir,
+             sj.SJ_VERSION, distributed.world_size(), device)
+    train_set, test_set = build_data(recipe, data_dir)
+    num_classes, in_chans = train_set.num_classes, train_set.in_chans
+    time_major = getattr(train_set, "time_major", False)
+    T = recipe["data"]["T"]
+    to_snn, to_ann = input_adapter(T, time_major), teacher_view(time_major)
+    train_loader, test_loader = make_loaders(recipe, train_set, test_set, seed)
+    runlog = RunLog(out_dir)
+
+    teacher, teacher_metrics = None, None
+    if recipe["teacher"]["model"]:
+        from .teacher_stage import obtain_teacher
+
+        teacher, teacher_metrics = obtain_teacher(
+            recipe, num_classes, in_chans, train_loader, test_loader, to_ann, out_dir, runlog,
+            device, resume)
+
+    student = build_student(recipe, num_classes, in_chans).to(device)
+    from .student_stage import export_state, student_objective
+
+    trained, objective, checkpointed = student_objective(recipe, student, teacher)
+    trained = trained.to(device)
+    ddp_model = trained
+    if distributed.world_size() > 1:
+        ddp_model = nn.parallel.DistributedDataParallel(
+            trained, device_ids=[device.index] if device.type == "cuda" else None)
+    optimizer, scheduler = _optimizer_and_scheduler(
+        recipe["train"], [p for p in trained.parameters() if p.requires_grad],
+        recipe["train"]["epochs"])
+
+    def train_step(x, y):
+        teacher_logits = None
+        if teacher is not None and objective.needs_teacher_logits:
+            with torch.no_grad():
+                teacher_logits = teacher(to_ann(x))
+        return objective(ddp_model, to_snn(x), to_ann(x), y, teacher_logits)
+
+    stage = Stage(
+        name="student", model=trained, state=checkpointed, optimizer=optimizer,
+        scheduler=scheduler, epochs=recipe["train"]["epochs"], train_step=train_step,
+        evaluate=lambda: evaluate(student, test_loader, to_snn, device, recipe["train"]["amp"]),
+        max_batches=recipe["train"]["max_batches"], amp=recipe["train"]["amp"])
+    history = fit(stage, train_loader, last, runlog, seed, device, resume)
+    final = history[-1] if history else {}
+    summary = {
+        "recipe": recipe["name"], "version": __version__, "spikingjelly": sj.SJ_VERSION,
+        "expected_top1": recipe["expected"]["top1"], "top1": final.get("test_top1"),
+        "top5": final.get("test_top5"), "best_top1": max((r["test_top1"] for r in history),
+                                                          default=None),
+        "epochs": len(history), "teacher_top1": teacher_metrics and teacher_metrics["top1"],
+        "method": recipe["train"]["method"], "loss": recipe["train"]["loss"]["name"],
+        "world_size": distributed.world_size(), "seconds": time.time() - started,
+    }
+    if distributed.is_main():
+        checkpoint.save_atomic({"recipe": recipe, "model": export_state(student),
+                                "summary": summary}, out_dir / "student.pt")
+        (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        log.info("done: top1 %.2f (expected %s) in %.0fs", summary["top1"] or float("nan"),
+                 summary["expected_top1"], summary["seconds"])
+    runlog.close()
+    distributed.barrier()
+    return summary

@@ -1,0 +1,73 @@
+"""Typed registries that resolve recipe names to builders (datasets, optimisers, schedulers,
+losses, students, teachers). Builders are imported lazily, so the CLI stays light."""
+from __future__ import annotations
+
+import importlib
+import inspect
+from typing import Any, Callable, Dict, List
+
+
+class Registry:
+    """Name -> builder for one kind of object.
+
+    Builders are given as ``"module:attribute"`` strings (imported on first use) or callables.
+    :meth:`build` checks the keyword arguments against the builder's signature, so a recipe
+    with a misspelt parameter fails with the recipe key in the message."""
+
+    def __init__(self, kind: str):
+        self.kind = kind
+        self._entries: Dict[str, Any] = {}
+
+    def register(self, name: str, builder) -> None:
+        if name in self._entries:
+            raise ValueError(f"{self.kind} {name!r} is registered twice")
+        self._entries[name] = builder
+
+    def names(self) -> List[str]:
+        return sorted(self._entries)
+
+    def get(self, name: str, where: str = "") -> Callable:
+        if name not in self._entries:
+            prefix = f"{where}: " if where else ""
+            raise KeyError(f"{prefix}unknown {self.kind} {name!r}; known: {', '.join(self.names())}")
+        entry = self._entries[name]
+        if isinstance(entry, str):
+            module, attr = entry.split(":")
+            entry = getattr(importlib.import_module(module), attr)
+            self._entries[name] = entry
+        return entry
+
+    def check_params(self, name: str, params: Dict, where: str = "") -> None:
+        """Raise ``KeyError`` naming ``where.key`` for a parameter ``name``'s builder lacks."""
+        sig = inspect.signature(self.get(name, where))
+        if any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()):
+            return
+        for key in params:
+            if key not in sig.parameters:
+                accepted = [p for p in sig.parameters if p not in ("self", "args", "kwargs")]
+                raise KeyError(f"'{where}.{key}' is not a parameter of {self.kind} {name!r} "
+                               f"(parameters: {', '.join(accepted)})")
+
+    def build(self, name: str, *args, where: str = "", **params):
+        builder = self.get(name, where)
+        self.check_params(name, params, where)
+        return builder(*args, **params)
+
+
+DATASETS = Registry("dataset")
+DATASETS.register("digits", "sj_distill.data:build_digits")
+DATASETS.register("digits-dvs", "sj_distill.data:build_digits_dvs")
+
+OPTIMIZERS = Registry("optimizer")
+OPTIMIZERS.register("sgd", "sj_distill.engine.optim:build_sgd")
+OPTIMIZERS.register("adamw", "sj_distill.engine.optim:build_adamw")
+
+SCHEDULERS = Registry("scheduler")
+SCHEDULERS.register("cosine", "sj_distill.engine.optim:build_cosine")
+SCHEDULERS.register("constant", "sj_distill.engine.optim:build_constant")
+
+LOSSES = Registry("loss")
+LOSSES.register("ce", "sj_distill.engine.objectives:CrossEntropyOnMean")
+
+STUDENTS = Registry("student model")
+TEACHERS = Registry("teacher model")
