@@ -95,6 +95,27 @@ def _spike_outputs(model, x):
     return outputs
 
 
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from .engine.evaluation import evaluate_checkpoint, format_result
+
+    result = evaluate_checkpoint(args.checkpoint, data_dir=args.data_dir, out_dir=args.out,
+                                 batch_size=args.batch_size, max_batches=args.max_batches)
+    print(format_result(result))
+    return 0
+
+
+def _cmd_table(args: argparse.Namespace) -> int:
+    from .engine.report import collect, summary_table
+
+    summaries = collect(args.runs)
+    if not summaries:
+        print(f"sj-distill: error: no summary.json under {', '.join(args.runs)}; "
+              "run `sj-distill recipe NAME` first", file=sys.stderr)
+        return 2
+    print(summary_table(summaries))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sj-distill",
@@ -114,6 +135,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its last finished epoch")
     p.set_defaults(func=_cmd_recipe)
+
+    p = sub.add_parser("eval", help="accuracy, firing rates, SOPs and energy of a checkpoint")
+    p.add_argument("checkpoint", help="student.pt (or last.pt) of a recipe run")
+    p.add_argument("--data-dir", default=None, help="dataset root (real datasets)")
+    p.add_argument("--out", default=None, help="where eval.json and firing_rates.png go")
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--max-batches", type=int, default=None, help="evaluate only N batches")
+    p.set_defaults(func=_cmd_eval)
+
+    p = sub.add_parser("table", help="expected vs achieved top-1 of run folders, as markdown")
+    p.add_argument("runs", nargs="*", default=["runs"], help="run folders (default: runs)")
+    p.set_defaults(func=_cmd_table)
 
     p = sub.add_parser("list", help="list shipped recipes and registered student backbones")
     p.add_argument("pattern", nargs="?", default="*", help="shell-style filter, e.g. 'cifar_*'")

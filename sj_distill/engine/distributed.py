@@ -45,6 +45,23 @@ def sum_tensor(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
+def broadcast_buffers(module: torch.nn.Module) -> None:
+    """Copy rank 0's buffers (BatchNorm running statistics) to every rank, as DDP does before
+    each training forward, so evaluation and checkpoints see one model."""
+    if dist.is_initialized():
+        for buffer in module.buffers():
+            dist.broadcast(buffer, src=0)
+
+
+def gather_objects(obj) -> list:
+    """``[obj of rank 0, obj of rank 1, ...]`` on every rank."""
+    if not dist.is_initialized():
+        return [obj]
+    out = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
 def shutdown() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()

@@ -132,6 +132,7 @@ def fit(stage: Stage, train_loader, ckpt_path: Path, runlog: RunLog, seed: int,
             bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
         lr = stage.optimizer.param_groups[0]["lr"]
         stage.scheduler.step()
+        distributed.broadcast_buffers(stage.model)
         train = meter.result()
         test = stage.evaluate()
         row = {"stage": stage.name, "epoch": epoch + 1, "lr": lr, "seconds": time.time() - began,

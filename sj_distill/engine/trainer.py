@@ -120,6 +120,17 @@ def _optimizer_and_scheduler(recipe_train: Dict, params, epochs: int):
     return optimizer, scheduler
 
 
+def weight_digest(module: nn.Module) -> str:
+    """SHA-1 of every parameter and buffer, in order: equal digests mean identical weights."""
+    import hashlib
+
+    digest = hashlib.sha1()
+    for tensor in module.state_dict().values():
+        if isinstance(tensor, torch.Tensor):
+            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
 def run_recipe(recipe: Dict, out_dir: str | Path, data_dir: Optional[str] = None,
                resume: bool = False) -> Dict:
     """Run ``recipe`` (validated, see :mod:`sj_distill.config`) into ``out_dir``; return the
@@ -185,6 +196,7 @@ def run_recipe(recipe: Dict, out_dir: str | Path, data_dir: Optional[str] = None
         max_batches=recipe["train"]["max_batches"], amp=recipe["train"]["amp"])
     history = fit(stage, train_loader, last, runlog, seed, device, resume)
     final = history[-1] if history else {}
+    digests = distributed.gather_objects(weight_digest(trained))
     summary = {
         "recipe": recipe["name"], "version": __version__, "spikingjelly": sj.SJ_VERSION,
         "expected_top1": recipe["expected"]["top1"], "top1": final.get("test_top1"),
@@ -193,6 +205,7 @@ def run_recipe(recipe: Dict, out_dir: str | Path, data_dir: Optional[str] = None
         "epochs": len(history), "teacher_top1": teacher_metrics and teacher_metrics["top1"],
         "method": recipe["train"]["method"], "loss": recipe["train"]["loss"]["name"],
         "world_size": distributed.world_size(), "seconds": time.time() - started,
+        "weight_digest_per_rank": digests,
     }
     if distributed.is_main():
         checkpoint.save_atomic({"recipe": recipe, "model": export_state(student),

@@ -1,0 +1,73 @@
+"""``sj-distill eval CKPT``: accuracy, firing rates, synaptic operations and energy of a trained
+student, with a PNG of the firing rate per layer."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Dict, Optional
+
+import torch
+from tqdm import tqdm
+
+from .. import energy, sj
+from . import checkpoint
+from .metrics import Meter
+from .trainer import build_data, build_student, input_adapter
+
+
+@torch.no_grad()
+def evaluate_checkpoint(path: str, data_dir: Optional[str] = None, out_dir: Optional[str] = None,
+                        batch_size: Optional[int] = None, max_batches: Optional[int] = None) -> Dict:
+    """Evaluate ``student.pt`` (or ``last.pt``) of a recipe run; writes ``eval.json`` and
+    ``firing_rates.png`` next to it (or into ``out_dir``)."""
+    ckpt = checkpoint.load(path, required=("recipe",))
+    recipe = ckpt["recipe"]
+    if "model" in ckpt:
+        weights = ckpt["model"]
+    elif "modules" in ckpt and "student" in ckpt["modules"]:
+        weights = ckpt["modules"]["student"]
+    else:
+        raise checkpoint.CheckpointError(f"checkpoint {path} holds no student weights")
+    _, test_set = build_data(recipe, data_dir)
+    model = build_student(recipe, test_set.num_classes, test_set.in_chans)
+    model.load_state_dict(weights)
+    model.eval()
+    T = recipe["data"]["T"]
+    to_snn = input_adapter(T, getattr(test_set, "time_major", False))
+    loader = torch.utils.data.DataLoader(test_set, batch_size=batch_size or recipe["data"]["eval_batch_size"])
+    prof, handles = energy.attach(model, T)
+    meter = Meter()
+    for i, (x, y) in enumerate(tqdm(loader, desc="eval", leave=False, disable=None)):
+        if max_batches is not None and i >= max_batches:
+            break
+        prof.batch = x.shape[0]
+        logits = model(to_snn(x)).mean(0)
+        sj.reset(model)
+        meter.update(float(torch.nn.functional.cross_entropy(logits, y)), logits, y)
+    for h in handles:
+        h.remove()
+    rates = prof.firing_rates()
+    result = {"checkpoint": str(path), "recipe": recipe["name"], **meter.result(),
+              **prof.operations(), "T": T, "firing_rates": rates,
+              "mean_firing_rate": sum(rates.values()) / max(len(rates), 1)}
+    target = Path(out_dir) if out_dir else Path(path).parent
+    target.mkdir(parents=True, exist_ok=True)
+    (target / "eval.json").write_text(json.dumps(result, indent=2))
+    energy.plot_firing_rates(rates, str(target / "firing_rates.png"),
+                             f"{recipe['name']}: firing rate per layer (T={T})")
+    result["png"] = str(target / "firing_rates.png")
+    return result
+
+
+def format_result(result: Dict) -> str:
+    lines = [f"checkpoint     {result['checkpoint']}  (recipe {result['recipe']}, T={result['T']})",
+             f"top-1 / top-5  {result['top1']:.2f} / {result['top5']:.2f}  "
+             f"({result['samples']} samples, loss {result['loss']:.4f})",
+             f"SOPs           {result['sops'] / 1e6:.2f} M per sample (accumulates, {energy.E_AC_PJ} pJ)",
+             f"MACs           {result['macs'] / 1e6:.2f} M per sample (encoding layer, {energy.E_MAC_PJ} pJ)",
+             f"energy         {result['energy_mj']:.4f} mJ per sample",
+             f"firing rate    {result['mean_firing_rate']:.4f} mean over {len(result['firing_rates'])} layers",
+             "", "| layer | firing rate |", "|---|---|"]
+    lines += [f"| {k} | {v:.4f} |" for k, v in result["firing_rates"].items()]
+    lines.append(f"\nplot: {result['png']}")
+    return "\n".join(lines)
