@@ -5,8 +5,8 @@ CVPR 2025). ``patch(model)`` inserts :class:`STAABlock` after every residual sta
 from .adaptive_lif import AdaptiveLIF
 from .modules import (PARTS, GCBlock, STAABlock, StepAttention, TemporalPositionEncoding,
                       TimeStepRandomDropout)
-from .patching import AfterModule, overhead, patch, staa_blocks
+from .patching import AfterModule, overhead, patch, staa_blocks, stage_names
 
 __all__ = ["AdaptiveLIF", "AfterModule", "GCBlock", "PARTS", "STAABlock", "StepAttention",
            "TemporalPositionEncoding", "TimeStepRandomDropout", "overhead", "patch",
-           "staa_blocks"]
+           "staa_blocks", "stage_names"]

@@ -22,9 +22,10 @@ def _check_input(x: torch.Tensor, channels: int, who: str) -> None:
 
 
 def _hidden(channels: int, reduction: int) -> int:
+    """Bottleneck width ``max(C // r, 2)`` (a LayerNorm over one unit would output 0)."""
     if reduction < 1:
         raise ValueError(f"reduction must be >= 1, got {reduction}")
-    return max(channels // reduction, 1)
+    return max(channels // reduction, 2)
 
 
 class TemporalPositionEncoding(nn.Module):
@@ -63,7 +64,8 @@ class GCBlock(nn.Module):
     For one sample, over all ``P = T*H*W`` spatio-temporal positions:
       ``a = softmax_p(W_k x_p)`` (``key``: 1x1 conv C->1, no bias),
       ``c = sum_p a_p x_p`` (global context, ``[C]``),
-      ``g = sigmoid(W_u relu(W_d c + b_d) + b_u)`` (``down``: C->C/r, ``up``: C/r->C),
+      ``g = sigmoid(W_u relu(LN(W_d c + b_d)) + b_u)`` (``down``: C->C/r, ``up``: C/r->C,
+      ``LN``: LayerNorm over the C/r units, as in GCNet, so the ReLU cannot die for all inputs),
       ``y = x + x * g`` (the gated context re-weights channels; identity path kept).
     """
 
@@ -75,6 +77,7 @@ class GCBlock(nn.Module):
         self.channels, self.hidden = channels, hidden
         self.key = nn.Conv2d(channels, 1, 1, bias=False)
         self.down = nn.Conv2d(channels, hidden, 1)
+        self.norm = nn.LayerNorm([hidden, 1, 1])
         self.up = nn.Conv2d(hidden, channels, 1)
 
     def gate(self, x: torch.Tensor) -> torch.Tensor:
@@ -85,25 +88,27 @@ class GCBlock(nn.Module):
         attn = logits.permute(1, 2, 0, 3).reshape(b, 1, t * h * w).softmax(-1)
         values = x.permute(1, 2, 0, 3, 4).reshape(b, c, t * h * w)
         context = (values * attn).sum(-1)[:, :, None, None]
-        return torch.sigmoid(self.up(torch.relu(self.down(context)))).view(b, c)
+        hidden = torch.relu(self.norm(self.down(context)))
+        return torch.sigmoid(self.up(hidden)).view(b, c)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + x * self.gate(x)[None, :, :, None, None]
 
     def macs(self, shape: Tuple[int, ...]) -> int:
         """MACs for one sample of ``(T, C, H, W)``: key conv, context sum, gating (3 per
-        element) plus the two bottleneck convs on the context vector."""
+        element), the two bottleneck convs on the context vector and the LayerNorm (3 per
+        unit: square, scale, affine)."""
         t, c, h, w = shape
-        return 3 * t * c * h * w + 2 * c * self.hidden
+        return 3 * t * c * h * w + 2 * c * self.hidden + 3 * self.hidden
 
 
 class StepAttention(nn.Module):
     """One gate in (0, 1) per time step and sample, computed from all time steps.
 
-    ``z = mean_{H,W} x`` -> ``[B, C, T]``; ``g = sigmoid(conv2(relu(conv1(z))))`` -> ``[B, 1, T]``
-    with ``conv1``: Conv1d C->C/r and ``conv2``: Conv1d C/r->1, both with kernel ``kernel`` along
-    time (zero padding, so any T works); ``y_t = x_t * g_t``. The temporal kernel mixes
-    neighbouring steps.
+    ``z = mean_{H,W} x`` -> ``[B, C, T]``; ``g = sigmoid(conv2(relu(LN(conv1(z)))))`` ->
+    ``[B, 1, T]`` with ``conv1``: Conv1d C->C/r and ``conv2``: Conv1d C/r->1, both with kernel
+    ``kernel`` along time (zero padding, so any T works), ``LN``: LayerNorm over the C/r units
+    of each step; ``y_t = x_t * g_t``. The temporal kernel mixes neighbouring steps.
     """
 
     supports_rate_bp = False
@@ -115,22 +120,25 @@ class StepAttention(nn.Module):
         hidden = _hidden(channels, reduction)
         self.channels, self.hidden, self.kernel = channels, hidden, kernel
         self.conv1 = nn.Conv1d(channels, hidden, kernel, padding=kernel // 2)
+        self.norm = nn.LayerNorm(hidden)
         self.conv2 = nn.Conv1d(hidden, 1, kernel, padding=kernel // 2)
 
     def gates(self, x: torch.Tensor) -> torch.Tensor:
         """Per-step gates ``[T, B, 1, 1, 1]`` in (0, 1) for ``x`` ``[T, B, C, H, W]``."""
         _check_input(x, self.channels, "StepAttention")
         pooled = x.mean(dim=(3, 4)).permute(1, 2, 0)
-        g = torch.sigmoid(self.conv2(torch.relu(self.conv1(pooled))))
+        hidden = self.norm(self.conv1(pooled).transpose(1, 2)).transpose(1, 2)
+        g = torch.sigmoid(self.conv2(torch.relu(hidden)))
         return g.permute(2, 0, 1)[..., None, None]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * self.gates(x)
 
     def macs(self, shape: Tuple[int, ...]) -> int:
-        """MACs for one sample of ``(T, C, H, W)``: two temporal convs and the gating product."""
+        """MACs for one sample of ``(T, C, H, W)``: two temporal convs, the LayerNorm (3 per
+        unit and step) and the gating product."""
         t, c, h, w = shape
-        return t * self.kernel * self.hidden * (c + 1) + t * c * h * w
+        return t * self.kernel * self.hidden * (c + 1) + 3 * t * self.hidden + t * c * h * w
 
 
 class TimeStepRandomDropout(nn.Module):

@@ -22,7 +22,8 @@ class AfterModule(nn.Module):
         return self.staa(self.inner(x))
 
 
-def _stage_names(model: nn.Module) -> List[str]:
+def stage_names(model: nn.Module) -> List[str]:
+    """Names of the residual stages: ``model.stages()`` if present, else ``layer1, layer2, ...``."""
     if hasattr(model, "stages"):
         return [name for name, _ in model.stages()]
     names, i = [], 1
@@ -70,7 +71,7 @@ def patch(model: nn.Module, where: Union[str, Sequence[str]] = "stages", time_st
         channels: output channels per target name, for targets where they cannot be read
             from ``feature_info`` or the target's last BatchNorm/Conv2d.
     """
-    names = _stage_names(model) if where == "stages" else list(where)
+    names = stage_names(model) if where == "stages" else list(where)
     if isinstance(where, str) and where != "stages":
         raise ValueError(f"where must be 'stages' or a list of module names, got {where!r}")
     modules = dict(model.named_modules())
