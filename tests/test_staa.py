@@ -172,6 +172,10 @@ def test_patch_after_chosen_blocks_and_clear_errors():
     assert list(staa.staa_blocks(model)) == ["layer2.1.staa", "layer3.3"]
     assert model.layer2[1].staa.channels == 16
     assert model(torch.rand(2, 1, 2, 8, 8)).shape == (2, 1, 5)
+    with pytest.raises(ValueError, match="'layer3' is already followed by a STAA block"):
+        staa.patch(model, where=["layer3"])
+    with pytest.raises(ValueError, match="where must be 'stages' or a list"):
+        staa.patch(_small_backbone(), where="layer1")
     with pytest.raises(KeyError, match=r"no module named \['layer9'\]"):
         staa.patch(_small_backbone(), where=["layer9"])
     with pytest.raises(TypeError, match="pass where=\\[module names\\]"):

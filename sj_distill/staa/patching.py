@@ -71,9 +71,9 @@ def patch(model: nn.Module, where: Union[str, Sequence[str]] = "stages", time_st
         channels: output channels per target name, for targets where they cannot be read
             from ``feature_info`` or the target's last BatchNorm/Conv2d.
     """
-    names = stage_names(model) if where == "stages" else list(where)
     if isinstance(where, str) and where != "stages":
         raise ValueError(f"where must be 'stages' or a list of module names, got {where!r}")
+    names = stage_names(model) if where == "stages" else list(where)
     modules = dict(model.named_modules())
     missing = [n for n in names if n not in modules or n == ""]
     if missing:
@@ -81,6 +81,10 @@ def patch(model: nn.Module, where: Union[str, Sequence[str]] = "stages", time_st
                        f"top-level children are {[n for n, _ in model.named_children()]}")
     for name in names:
         target = modules[name]
+        if isinstance(target, AfterModule) or (isinstance(target, nn.Sequential) and len(target)
+                                               and isinstance(target[-1], STAABlock)):
+            raise ValueError(f"patch(): {name!r} is already followed by a STAA block; patch a "
+                             "fresh model (or choose other where= names)")
         c = (channels or {}).get(name) or _out_channels(model, name, target)
         block = STAABlock(c, time_steps=time_steps, reduction=reduction, beta=beta, pe=pe, gc=gc,
                           alif=alif, sa=sa, tsrd=tsrd, sa_kernel=sa_kernel, neuron=neuron)
