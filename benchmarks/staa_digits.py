@@ -6,8 +6,9 @@ split of 1347 train / 450 test. Backbone: a small spiking ResNet from
 :class:`sj_distill.models.SpikingResNet` (basic blocks, stages [1,1,1] x [8,16,32], CIFAR
 stem, default LIF: decay 0.2, threshold 1, soft detached reset, sigmoid surrogate 4).
 Budget: the same for every row: ``--epochs`` (default 3) epochs of Adam (lr 1e-2, cosine),
-batch 32, CE on the time-mean logits. Rows (STAA after every stage): plain; adaptive LIF only; then GC, PE, step
-attention (SA), time-step random dropout (TSRD) added one by one (the last row is full STAA).
+batch 32, CE on the time-mean logits. Rows (STAA after every stage): plain; adaptive LIF only;
+then GC, PE, step attention (SA), time-step random dropout (TSRD) added one by one (the last
+row is full STAA).
 Prints test accuracy (mean +- std over 3 seeds) and wall time. Run:
 
     PYTHONPATH=$PWD python benchmarks/staa_digits.py [--epochs 3] [--seeds 0 1 2]
