@@ -22,6 +22,12 @@ SJ_VERSION: str = importlib.metadata.version("spikingjelly")
 #: True on the 0.0.0.0.x series (backend argument, CuPy kernels).
 LEGACY: bool = SJ_VERSION.startswith("0.0.0.0")
 
+#: Base class for custom neurons that redefine only ``neuronal_charge`` (multi-step through
+#: SpikingJelly's own step loop): ``neuron.BaseNode`` on 0.0.0.0.14, ``neuron.SimpleBaseNode``
+#: (the pure-torch customisation API) on 2.x. Both take ``v_threshold, v_reset,
+#: surrogate_function, detach_reset, step_mode`` and keep the membrane in ``self.v``.
+ChargeNeuronBase = neuron.BaseNode if LEGACY else neuron.SimpleBaseNode
+
 NEURON_KINDS = ("lif", "if", "plif")
 SURROGATES = ("sigmoid", "atan", "rect", "erf", "piecewise_quadratic")
 BACKENDS = ("auto", "torch", "cupy")
