@@ -209,5 +209,6 @@ def set_step_mode(model: nn.Module, step_mode: str) -> None:
 
 
 def is_spiking_neuron(module: nn.Module) -> bool:
-    """True for SpikingJelly spiking neurons (subclasses of ``neuron.BaseNode``)."""
-    return isinstance(module, neuron.BaseNode)
+    """True for SpikingJelly spiking neurons: subclasses of ``neuron.BaseNode`` and, on 2.x,
+    of ``neuron.SimpleBaseNode`` (custom charge-equation neurons such as the adaptive LIF)."""
+    return isinstance(module, (neuron.BaseNode, ChargeNeuronBase))
