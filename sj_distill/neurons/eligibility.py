@@ -116,29 +116,47 @@ class EligibilityTrace:
         self.kappa_v: Union[float, torch.Tensor] = 0.0  # d v_{t-1} / d xbar
         self.mu_v: Union[float, torch.Tensor] = 0.0  # d v_{t-1} / d decay (ParametricLIF)
 
-    def update(self, x_seq: torch.Tensor, v_prev_seq: torch.Tensor,
+    def update(self, x_seq: torch.Tensor, v_start: torch.Tensor, v_seq: torch.Tensor,
                spike_seq: torch.Tensor) -> None:
-        """Add steps. ``x_seq``: inputs ``[t, N, ...]``; ``v_prev_seq``: post-reset potential
-        before each step; ``spike_seq``: the layer's spikes (same shape)."""
+        """Add steps. ``x_seq``: inputs ``[t, N, ...]``; ``v_start``: post-reset potential
+        before the first of them ``[N, ...]``; ``v_seq``: post-reset potentials after each step
+        and ``spike_seq``: spikes, both ``[t, N, ...]`` (SpikingJelly's ``v_seq`` and output)."""
         dyn = self.dynamics
-        h = dyn.charge(v_prev_seq, x_seq)
-        sg = sj.surrogate_derivative(dyn.surrogate_function, h - dyn.v_threshold)
-        rho = dyn.reset_factor(h, spike_seq, sg)
-        lam, gain = dyn.leak, dyn.input_gain
         plif = dyn.kind == "plif"
-        dh_ddecay = dyn.charge_decay_derivative(v_prev_seq, x_seq) if plif else None
+        v_prev = None
+        if dyn.v_reset is not None or plif:
+            v_prev = torch.cat([v_start.unsqueeze(0), v_seq[:-1]])
+        if dyn.v_reset is None:  # soft reset: v_t = h_t - theta * s_t
+            h = v_seq + dyn.v_threshold * spike_seq
+        else:
+            h = dyn.charge(v_prev, x_seq)
+        sg = sj.surrogate_derivative(dyn.surrogate_function, h - dyn.v_threshold)
+        lam, gain = dyn.leak, dyn.input_gain
         elig = torch.zeros_like(h[0]) if self.elig_sum is None else self.elig_sum
-        decay_elig = torch.zeros_like(h[0]) if self.decay_elig_sum is None else self.decay_elig_sum
-        for t in range(h.shape[0]):
-            kappa_h = gain + lam * self.kappa_v
-            elig = elig + sg[t] * kappa_h
-            self.kappa_v = rho[t] * kappa_h
-            if plif:
+        if dyn.v_reset is None and dyn.detach_reset:
+            # rho == 1: kappa_t is the same for every neuron, e is a weighted sum over time
+            weights = []
+            for _ in range(h.shape[0]):
+                self.kappa_v = gain + lam * self.kappa_v
+                weights.append(self.kappa_v)
+            weights = torch.stack([torch.as_tensor(w, dtype=h.dtype) for w in weights]).to(h.device)
+            elig = elig + torch.tensordot(weights, sg, dims=1)
+            rho = None
+        else:
+            rho = dyn.reset_factor(h, spike_seq, sg)
+            for t in range(h.shape[0]):
+                kappa_h = gain + lam * self.kappa_v
+                elig = elig + sg[t] * kappa_h
+                self.kappa_v = rho[t] * kappa_h
+        self.elig_sum = elig
+        if plif:
+            dh_ddecay = dyn.charge_decay_derivative(v_prev, x_seq)
+            decay_elig = torch.zeros_like(h[0]) if self.decay_elig_sum is None else self.decay_elig_sum
+            for t in range(h.shape[0]):
                 mu_h = dh_ddecay[t] + lam * self.mu_v
                 decay_elig = decay_elig + sg[t] * mu_h
-                self.mu_v = rho[t] * mu_h
-        self.elig_sum = elig
-        self.decay_elig_sum = decay_elig if plif else None
+                self.mu_v = mu_h if rho is None else rho[t] * mu_h
+            self.decay_elig_sum = decay_elig
         spikes = spike_seq.sum(0)
         self.spike_sum = spikes if self.spike_sum is None else self.spike_sum + spikes
         self.steps += h.shape[0]

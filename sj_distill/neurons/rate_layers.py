@@ -52,9 +52,8 @@ class NeuronRecord:
 
         Multi-step: ``x`` is ``[T,N,...]``; the post-reset potentials come from SpikingJelly's
         ``v_seq``. Single-step: ``x`` is ``[N,...]``, one step."""
-        v_reset = module.v_reset
         if multi_step:
-            v0 = _initial_state(module.v, x[0], v_reset)
+            v_start = _initial_state(module.v, x[0], module.v_reset)
             stored = module.store_v_seq
             module.store_v_seq = True
             try:
@@ -63,12 +62,11 @@ class NeuronRecord:
             finally:
                 module.store_v_seq = stored
                 module.v_seq = None
-            v_prev = torch.cat([v0.unsqueeze(0), v_seq[:-1]])
-            self.trace.update(x, v_prev, spikes)
+            self.trace.update(x, v_start, v_seq, spikes)
         else:
-            v_prev = _initial_state(module.v, x, v_reset)
+            v_start = _initial_state(module.v, x, module.v_reset)
             spikes = forward(x)
-            self.trace.update(x.unsqueeze(0), v_prev.unsqueeze(0), spikes.unsqueeze(0))
+            self.trace.update(x.unsqueeze(0), v_start, module.v.unsqueeze(0), spikes.unsqueeze(0))
         return spikes
 
     def finish(self) -> None:
@@ -117,8 +115,8 @@ class BatchNormRecord:
         if not self.uses_batch_stats(bn):
             return F.batch_norm(x, bn.running_mean, bn.running_var, bn.weight, bn.bias,
                                 False, 0.0, bn.eps)
-        dims = self._reduce_dims(x)
-        self.chunks.append((x.mean(dims), x.var(dims, unbiased=False), x.numel() // x.shape[1]))
+        var, mean = torch.var_mean(x, self._reduce_dims(x), unbiased=False)
+        self.chunks.append((mean, var, x.numel() // x.shape[1]))
         return F.batch_norm(x, None, None, bn.weight, bn.bias, True, 0.0, bn.eps)
 
     def finish(self, bn: nn.modules.batchnorm._BatchNorm) -> None:
