@@ -68,8 +68,8 @@ def _cmd_bench_memory(args: argparse.Namespace) -> int:
     from . import rate_bench
 
     rate_bench.run(args.T, model=args.model, batch=args.batch, img_size=args.img_size,
-                   steps=args.steps, threads=args.threads, device=args.device,
-                   png=args.png or None)
+                   steps=args.steps, warmup=args.warmup, threads=args.threads, device=args.device,
+                   png=args.png or None, json_path=args.json or None)
     return 0
 
 

@@ -254,8 +254,8 @@ def _model_step_mode(layers: List[nn.Module]) -> str:
     modes = {m.step_mode for m in layers if getattr(m, _STATE).kind == "neuron"}
     if len(modes) != 1:
         raise ValueError(
-            f"rate-based backprop needs all spiking neurons in one step mode, found {sorted(modes)}; "
-            "use functional.set_step_mode(model, 'm') (or 's')"
+            "rate-based backprop needs all spiking neurons in one step mode, found "
+            f"{sorted(modes)}; use functional.set_step_mode(model, 'm') (or 's')"
         )
     return modes.pop()
 

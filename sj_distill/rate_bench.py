@@ -4,7 +4,8 @@ Every (method, T) setting runs in a fresh subprocess (``python -m sj_distill.rat
 --worker ...``) so its peak resident memory (RSS, ``ru_maxrss``) belongs to that setting
 alone; on CUDA the peak of torch's allocator is reported as well. One step = forward, cross
 entropy, backward, SGD update, ``reset_net``; the time is the mean of ``--steps`` steps after
-one warm-up step. Used by ``benchmarks/rate_memory.py`` and ``sj-distill bench memory``.
+``--warmup`` untimed steps. Used by ``benchmarks/rate_memory.py`` and
+``sj-distill bench memory``.
 """
 from __future__ import annotations
 
@@ -49,7 +50,8 @@ def _worker(args: argparse.Namespace) -> Dict:
 
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    step()
+    for _ in range(args.warmup):  # TorchScript'd surrogates optimise over the first calls
+        step()
     times = []
     for _ in range(args.steps):
         if device.type == "cuda":
@@ -68,11 +70,12 @@ def _worker(args: argparse.Namespace) -> Dict:
 
 
 def run_setting(method: str, T: int, *, model: str, batch: int, img_size: int, steps: int,
-                threads: int, device: str) -> Dict:
+                warmup: int, threads: int, device: str) -> Dict:
     """Run one setting in a fresh Python process and return its measurements."""
     cmd = [sys.executable, "-m", "sj_distill.rate_bench", "--worker", "--method", method,
            "--T", str(T), "--model", model, "--batch", str(batch), "--img-size", str(img_size),
-           "--steps", str(steps), "--threads", str(threads), "--device", device]
+           "--steps", str(steps), "--warmup", str(warmup), "--threads", str(threads),
+           "--device", device]
     done = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ))
     if done.returncode != 0:
         raise RuntimeError(f"benchmark worker {method} T={T} failed:\n{done.stderr[-2000:]}")
@@ -80,25 +83,32 @@ def run_setting(method: str, T: int, *, model: str, batch: int, img_size: int, s
 
 
 def markdown_table(results: List[Dict]) -> str:
-    """One row per T: peak RSS and step time of both methods and their ratios."""
+    """One row per T: peak RSS, training memory (peak RSS minus the RSS after building the
+    model and input) and step time of both methods, with rate-BP/BPTT ratios."""
     by = {(r["method"], r["T"]): r for r in results}
     cuda = any("peak_cuda_mb" in r for r in results)
-    head = ("| T | BPTT peak RSS (MB) | rate-BP peak RSS (MB) | memory ratio | BPTT step (s) "
-            "| rate-BP step (s) | time ratio |")
-    rule = "|---|---|---|---|---|---|---|"
+    head = ("| T | BPTT peak RSS (MB) | rate-BP peak RSS (MB) | ratio | BPTT train mem (MB) "
+            "| rate-BP train mem (MB) | ratio | BPTT step (s) | rate-BP step (s) | ratio |")
+    rule = "|---|---|---|---|---|---|---|---|---|---|"
     if cuda:
         head += " BPTT CUDA peak (MB) | rate-BP CUDA peak (MB) |"
         rule += "---|---|"
     lines = [head, rule]
     for T in sorted({r["T"] for r in results}):
         b, r = by[("bptt", T)], by[("rate", T)]
+        b_train, r_train = _train_memory(b), _train_memory(r)
         row = (f"| {T} | {b['peak_rss_mb']:.0f} | {r['peak_rss_mb']:.0f} | "
-               f"{r['peak_rss_mb'] / b['peak_rss_mb']:.2f} | {b['step_s']:.2f} | "
-               f"{r['step_s']:.2f} | {r['step_s'] / b['step_s']:.2f} |")
+               f"{r['peak_rss_mb'] / b['peak_rss_mb']:.2f} | {b_train:.0f} | {r_train:.0f} | "
+               f"{r_train / b_train:.2f} | {b['step_s']:.2f} | {r['step_s']:.2f} | "
+               f"{r['step_s'] / b['step_s']:.2f} |")
         if cuda:
             row += f" {b['peak_cuda_mb']:.0f} | {r['peak_cuda_mb']:.0f} |"
         lines.append(row)
     return "\n".join(lines)
+
+
+def _train_memory(result: Dict) -> float:
+    return max(result["peak_rss_mb"] - result["setup_rss_mb"], 1.0)
 
 
 def plot(results: List[Dict], path: str, title: str) -> None:
@@ -150,14 +160,16 @@ def check_targets(results: List[Dict]) -> List[str]:
 
 
 def run(Ts: Sequence[int] = (1, 2, 4, 8, 16), *, model: str = "cifar_resnet18", batch: int = 16,
-        img_size: int = 32, steps: int = 2, threads: int = 2, device: str = "cpu",
-        png: Optional[str] = "rate_memory.png", out=print) -> List[Dict]:
-    """Measure every (method, T), print the table and the target checks, write the plot."""
+        img_size: int = 32, steps: int = 2, warmup: int = 2, threads: int = 2, device: str = "cpu",
+        png: Optional[str] = "rate_memory.png", json_path: Optional[str] = None,
+        out=print) -> List[Dict]:
+    """Measure every (method, T), print the table and the target checks, write the plot
+    (``png``) and the raw measurements (``json_path``)."""
     results = []
     for T in Ts:
         for method in METHODS:
             result = run_setting(method, T, model=model, batch=batch, img_size=img_size,
-                                 steps=steps, threads=threads, device=device)
+                                 steps=steps, warmup=warmup, threads=threads, device=device)
             out(f"  {method:5s} T={T:2d}: peak RSS {result['peak_rss_mb']:.0f} MB, "
                 f"step {result['step_s']:.2f} s")
             results.append(result)
@@ -166,6 +178,9 @@ def run(Ts: Sequence[int] = (1, 2, 4, 8, 16), *, model: str = "cifar_resnet18", 
     out("")
     for line in check_targets(results):
         out(line)
+    if json_path:
+        with open(json_path, "w") as f:
+            json.dump(results, f, indent=1)
     if png:
         plot(results, png, f"{model}, batch {batch}, {img_size}x{img_size} ({device})")
         out(f"plot written to {png}")
@@ -178,10 +193,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="cifar_resnet18")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--img-size", type=int, default=32)
-    parser.add_argument("--steps", type=int, default=2, help="timed steps after one warm-up")
+    parser.add_argument("--steps", type=int, default=2, help="timed steps")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps before them")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--png", default="rate_memory.png", help="plot path ('' for none)")
+    parser.add_argument("--json", default="", help="write the raw measurements here")
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -195,7 +212,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(json.dumps(_worker(args)))
         return 0
     run(args.T, model=args.model, batch=args.batch, img_size=args.img_size, steps=args.steps,
-        threads=args.threads, device=args.device, png=args.png or None)
+        warmup=args.warmup, threads=args.threads, device=args.device, png=args.png or None,
+        json_path=args.json or None)
     return 0
 
 

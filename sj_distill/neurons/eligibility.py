@@ -151,7 +151,9 @@ class EligibilityTrace:
         self.elig_sum = elig
         if plif:
             dh_ddecay = dyn.charge_decay_derivative(v_prev, x_seq)
-            decay_elig = torch.zeros_like(h[0]) if self.decay_elig_sum is None else self.decay_elig_sum
+            decay_elig = self.decay_elig_sum
+            if decay_elig is None:
+                decay_elig = torch.zeros_like(h[0])
             for t in range(h.shape[0]):
                 mu_h = dh_ddecay[t] + lam * self.mu_v
                 decay_elig = decay_elig + sg[t] * mu_h

@@ -143,7 +143,8 @@ class BatchNormRecord:
             rate_mean = x.mean(dims, keepdim=True)
             rate_var = x.var(dims, unbiased=False, keepdim=True)
             with_rate_stats = (x - rate_mean) / torch.sqrt(rate_var + bn.eps)
-            with_spike_stats = (x.detach() - self.mean.view(shape)) / torch.sqrt(self.var.view(shape) + bn.eps)
+            spike_std = torch.sqrt(self.var.view(shape) + bn.eps)
+            with_spike_stats = (x.detach() - self.mean.view(shape)) / spike_std
             y = _straight_through(with_spike_stats, with_rate_stats)
         else:
             y = (x - bn.running_mean.view(shape)) / torch.sqrt(bn.running_var.view(shape) + bn.eps)
