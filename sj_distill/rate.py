@@ -183,7 +183,8 @@ def _model_forward(self: nn.Module, x: torch.Tensor, *args, **kwargs):
         return state.original_forward(x, *args, **kwargs)
     if _CURRENT.get() is not None:
         raise RuntimeError("a rate-BP model was called inside another rate-BP pass")
-    multi_step = _model_step_mode(state.layers) == "m"
+    multi_step = _model_step_mode(
+        [m for m in state.layers if getattr(m, _STATE).kind == "neuron"]) == "m"
     T = x.shape[0]
     with _phase(_Pass("spike", T, multi_step)) as current, torch.no_grad():
         if multi_step:
@@ -250,8 +251,8 @@ def _finish_spike_pass(layers: List[nn.Module]) -> None:
                 record.finish(module)
 
 
-def _model_step_mode(layers: List[nn.Module]) -> str:
-    modes = {m.step_mode for m in layers if getattr(m, _STATE).kind == "neuron"}
+def _model_step_mode(neurons: List[nn.Module]) -> str:
+    modes = {m.step_mode for m in neurons}
     if len(modes) != 1:
         raise ValueError(
             "rate-based backprop needs all spiking neurons in one step mode, found "
@@ -343,6 +344,7 @@ def enable(model: nn.Module, scale_grad_by_T: bool = True) -> nn.Module:
         getattr(model, _MODEL_STATE).scale_grad_by_T = bool(scale_grad_by_T)
         return model
     plan = _classify(model)
+    _model_step_mode([m for _, m, kind in plan if kind == "neuron"])
     layers = []
     for path, module, kind in plan:
         memories = getattr(module, "_memories", {})
@@ -352,7 +354,6 @@ def enable(model: nn.Module, scale_grad_by_T: bool = True) -> nn.Module:
         module.forward = types.MethodType(_PATCHES[kind], module)
         layers.append(module)
     state = _ModelState(model.forward, "forward" in model.__dict__, bool(scale_grad_by_T), layers)
-    _model_step_mode(layers)
     setattr(model, _MODEL_STATE, state)
     model.forward = types.MethodType(_model_forward, model)
     return model

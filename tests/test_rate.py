@@ -248,6 +248,14 @@ def test_unknown_leaf_and_unsupported_neuron_are_named():
         rate.enable(net)
 
 
+def test_mixed_step_modes_are_refused_before_patching():
+    net = nn.Sequential(layer.Linear(3, 3, step_mode="m"), _neuron(),
+                        sj.make_neuron(step_mode="s"))
+    with pytest.raises(ValueError, match=r"one step mode, found \['m', 's'\]"):
+        rate.enable(net)
+    assert not rate.is_enabled(net) and "forward" not in vars(net[1])
+
+
 def test_single_step_model_is_driven_step_by_step_and_matches_multi_step():
     single = _conv_net(step_mode="s")
     with torch.no_grad():
