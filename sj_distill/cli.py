@@ -116,6 +116,15 @@ def _cmd_table(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench_memory(args: argparse.Namespace) -> int:
+    from . import rate_bench
+
+    rate_bench.run(args.T, model=args.model, batch=args.batch, img_size=args.img_size,
+                   steps=args.steps, warmup=args.warmup, threads=args.threads, device=args.device,
+                   png=args.png or None, json_path=args.json or None)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sj-distill",
@@ -159,6 +168,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-classes", type=int, default=10)
     p.add_argument("--img-size", type=int, default=None, help="default 32 (48 for vggsnn)")
     p.set_defaults(func=_cmd_info)
+
+    p = sub.add_parser("bench", help="benchmarks")
+    bench = p.add_subparsers(dest="bench", metavar="BENCH", required=True)
+    p = bench.add_parser("memory", help="BPTT vs rate-based backprop: peak memory and step "
+                                        "time against T (one subprocess per setting)")
+    from .rate_bench import add_arguments
+
+    add_arguments(p)
+    p.set_defaults(func=_cmd_bench_memory)
     return parser
 
 
