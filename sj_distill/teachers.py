@@ -115,7 +115,7 @@ def load_weights(model: nn.Module, path: str, ignore_head: bool = False) -> nn.M
     return model
 
 
-def _cifar_stem(model: nn.Module) -> None:
+def cifar_stem(model: nn.Module) -> None:
     """In place: a down-sampling stem becomes a 3x3/1 conv with the max-pool removed.
 
     Only touches models whose first feature is strided (ImageNet stems, e.g. ResNets); a stem
@@ -236,7 +236,7 @@ def create_teacher(name: str, num_classes: int = 10, in_chans: int = 3, cifar: b
     model = timm.create_model(name, pretrained=False, num_classes=num_classes,
                               in_chans=in_chans, **timm_kwargs)
     if cifar:
-        _cifar_stem(model)
+        cifar_stem(model)
     if checkpoint is not None:
         load_weights(model, checkpoint, ignore_head=ignore_head)
     return split_model(model, image_size=image_size, name=name)
