@@ -80,8 +80,9 @@ class SpikingVGG(nn.Module):
         return self.fc(self.flatten(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() != 5:
-            raise ValueError(f"expected input [T, B, C, H, W], got shape {tuple(x.shape)}")
+        if x.dim() != (5 if self.fc.step_mode == "m" else 4):  # single-step: one [B,C,H,W]
+            layout = "[T, B, C, H, W]" if self.fc.step_mode == "m" else "[B, C, H, W]"
+            raise ValueError(f"expected input {layout}, got shape {tuple(x.shape)}")
         return self.forward_head(self.forward_features(x))
 
 

@@ -1,0 +1,150 @@
+"""Charge equations and eligibility recurrences of SpikingJelly neurons (rate-based backprop).
+
+Notation, per neuron and time step ``t = 1..T`` (all elementwise):
+
+* ``h_t``: pre-reset membrane potential, ``v_t``: post-reset potential (``v_0``: the state
+  before the sequence), ``s_t = Heaviside(h_t - theta)``, ``sg_t = g'(h_t - theta)`` the
+  surrogate derivative.
+* charge ``h_t = lam * v_{t-1} + c * x_t + const`` with leak ``lam`` and input gain ``c``:
+  IF ``lam = 1, c = 1``; LIF with ``decay_input=False`` ``lam = 1 - 1/tau, c = 1``; LIF with
+  ``decay_input=True`` ``lam = 1 - 1/tau, c = 1/tau``; ParametricLIF the same with
+  ``1/tau = sigmoid(w)``.
+* reset factor ``rho_t = d v_t / d h_t``: soft detached ``1``; soft not detached
+  ``1 - theta * sg_t``; hard detached ``1 - s_t``; hard not detached
+  ``1 - s_t + (v_reset - h_t) * sg_t``.
+
+Rate-based backprop feeds every layer the time-mean input ``xbar`` and asks for
+``d r / d xbar`` with ``r = mean_t s_t``, every ``x_t`` moving with ``xbar``:
+``kappa_t = d h_t / d xbar = c + lam * rho_{t-1} * kappa_{t-1}`` (``kappa_1 = c``) and the
+eligibility ``e = (1/T) sum_t sg_t * kappa_t``. For ParametricLIF the decay ``k = sigmoid(w)``
+also gets one: ``mu_t = d h_t / d k = dh_t/dk|_direct + lam * rho_{t-1} * mu_{t-1}`` with
+``dh_t/dk|_direct = x_t - (v_{t-1} - v_r)`` (decay_input) or ``-(v_{t-1} - v_r)``, and
+``e_k = (1/T) sum_t sg_t * mu_t``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Tuple, Union
+
+import torch
+from torch import nn
+from spikingjelly.activation_based import neuron
+
+from .. import sj
+
+#: Neuron classes with a derived eligibility recurrence (exact types: a subclass may change
+#: the dynamics, so it is refused rather than trained wrong).
+SUPPORTED_NEURONS = (neuron.IFNode, neuron.LIFNode, neuron.ParametricLIFNode)
+
+
+@dataclass
+class NeuronDynamics:
+    """The parameters of one neuron layer that its charge and eligibility need.
+
+    ``decay`` is ``1/tau`` (0 for IF; a live tensor ``sigmoid(w)`` for ParametricLIF, taken
+    detached here). ``v_reset`` is None for soft reset."""
+
+    kind: str
+    decay: Union[float, torch.Tensor]
+    decay_input: bool
+    v_threshold: float
+    v_reset: Optional[float]
+    detach_reset: bool
+    surrogate_function: nn.Module
+
+    @classmethod
+    def from_module(cls, module: nn.Module) -> "NeuronDynamics":
+        if type(module) is neuron.IFNode:
+            kind, decay, decay_input = "if", 0.0, False
+        elif type(module) is neuron.LIFNode:
+            kind, decay, decay_input = "lif", 1.0 / float(module.tau), bool(module.decay_input)
+        elif type(module) is neuron.ParametricLIFNode:
+            kind, decay, decay_input = "plif", module.w.detach().sigmoid(), bool(module.decay_input)
+        else:
+            raise TypeError(f"no eligibility recurrence for {type(module).__name__}")
+        return cls(kind, decay, decay_input, float(module.v_threshold), module.v_reset,
+                   bool(module.detach_reset), module.surrogate_function)
+
+    @property
+    def leak(self) -> Union[float, torch.Tensor]:
+        """``lam``: factor of ``v_{t-1}`` in the charge."""
+        return 1.0 - self.decay if self.kind != "if" else 1.0
+
+    @property
+    def input_gain(self) -> Union[float, torch.Tensor]:
+        """``c``: factor of ``x_t`` in the charge."""
+        return self.decay if self.decay_input else 1.0
+
+    @property
+    def rest(self) -> float:
+        """The potential the leak pulls towards (``v_reset`` for hard reset, else 0)."""
+        return 0.0 if self.v_reset is None else float(self.v_reset)
+
+    def charge(self, v_prev: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Pre-reset potential ``h`` from the previous post-reset potential and the input."""
+        if self.kind == "if":
+            return v_prev + x
+        if self.decay_input:
+            return v_prev + (x - (v_prev - self.rest)) * self.decay
+        return v_prev - (v_prev - self.rest) * self.decay + x
+
+    def charge_decay_derivative(self, v_prev: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """``d h / d decay`` at fixed ``v_prev`` (ParametricLIF's ``k = sigmoid(w)``)."""
+        return (x if self.decay_input else 0.0) - (v_prev - self.rest)
+
+    def reset_factor(self, h: torch.Tensor, spike: torch.Tensor, sg: torch.Tensor) -> torch.Tensor:
+        """``rho = d v / d h`` through the reset (``1`` for a detached soft reset)."""
+        if self.v_reset is None:
+            return torch.ones_like(h) if self.detach_reset else 1.0 - self.v_threshold * sg
+        if self.detach_reset:
+            return 1.0 - spike
+        return 1.0 - spike + (self.v_reset - h) * sg
+
+
+class EligibilityTrace:
+    """Running firing rate and eligibility of one neuron layer, fed chunk by chunk in time.
+
+    A multi-step layer gives one chunk of ``T`` steps, a single-step layer ``T`` chunks of one
+    step; only ``[N, ...]``-sized state is kept between chunks."""
+
+    def __init__(self, dynamics: NeuronDynamics):
+        self.dynamics = dynamics
+        self.steps = 0
+        self.spike_sum: Optional[torch.Tensor] = None
+        self.elig_sum: Optional[torch.Tensor] = None
+        self.decay_elig_sum: Optional[torch.Tensor] = None
+        self.kappa_v: Union[float, torch.Tensor] = 0.0  # d v_{t-1} / d xbar
+        self.mu_v: Union[float, torch.Tensor] = 0.0  # d v_{t-1} / d decay (ParametricLIF)
+
+    def update(self, x_seq: torch.Tensor, v_prev_seq: torch.Tensor,
+               spike_seq: torch.Tensor) -> None:
+        """Add steps. ``x_seq``: inputs ``[t, N, ...]``; ``v_prev_seq``: post-reset potential
+        before each step; ``spike_seq``: the layer's spikes (same shape)."""
+        dyn = self.dynamics
+        h = dyn.charge(v_prev_seq, x_seq)
+        sg = sj.surrogate_derivative(dyn.surrogate_function, h - dyn.v_threshold)
+        rho = dyn.reset_factor(h, spike_seq, sg)
+        lam, gain = dyn.leak, dyn.input_gain
+        plif = dyn.kind == "plif"
+        dh_ddecay = dyn.charge_decay_derivative(v_prev_seq, x_seq) if plif else None
+        elig = torch.zeros_like(h[0]) if self.elig_sum is None else self.elig_sum
+        decay_elig = torch.zeros_like(h[0]) if self.decay_elig_sum is None else self.decay_elig_sum
+        for t in range(h.shape[0]):
+            kappa_h = gain + lam * self.kappa_v
+            elig = elig + sg[t] * kappa_h
+            self.kappa_v = rho[t] * kappa_h
+            if plif:
+                mu_h = dh_ddecay[t] + lam * self.mu_v
+                decay_elig = decay_elig + sg[t] * mu_h
+                self.mu_v = rho[t] * mu_h
+        self.elig_sum = elig
+        self.decay_elig_sum = decay_elig if plif else None
+        spikes = spike_seq.sum(0)
+        self.spike_sum = spikes if self.spike_sum is None else self.spike_sum + spikes
+        self.steps += h.shape[0]
+
+    def result(self) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
+        """``(rate, eligibility, decay eligibility or None)``, each ``[N, ...]``."""
+        T = self.steps
+        decay_elig = None if self.decay_elig_sum is None else self.decay_elig_sum / T
+        return self.spike_sum / T, self.elig_sum / T, decay_elig

@@ -1,0 +1,175 @@
+"""What a spiking neuron, a BatchNorm and a max-pool do in each pass of rate-based backprop.
+
+Every record lives for one training step: the spike pass (no autograd, ``[T,B,...]`` or one
+step ``[B,...]`` at a time) fills it, the rate pass (autograd, ``[B,...]``) reads it.
+Only ``[B,...]``-sized tensors are kept, so memory does not grow with ``T``.
+"""
+from __future__ import annotations
+
+from typing import Callable, List, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .eligibility import EligibilityTrace, NeuronDynamics
+
+
+def _straight_through(value: torch.Tensor, surrogate: torch.Tensor) -> torch.Tensor:
+    """``value`` forward, the gradient of ``surrogate`` backward."""
+    return value + (surrogate - surrogate.detach())
+
+
+def _check_shape(what: str, recorded: torch.Size, got: torch.Size) -> None:
+    if recorded != got:
+        raise RuntimeError(
+            f"{what}: the rate pass gave shape {tuple(got)} but the spike pass recorded "
+            f"{tuple(recorded)}; the model's forward must do the same computation for the "
+            "time-mean input [B,...] (single-step mode) as for each time step"
+        )
+
+
+def _initial_state(v, reference: torch.Tensor, v_reset: Optional[float]) -> torch.Tensor:
+    """The potential a SpikingJelly neuron starts the sequence from, shaped like ``reference``."""
+    if isinstance(v, torch.Tensor) and v.shape == reference.shape:
+        return v.to(reference.dtype)
+    fill = v if not isinstance(v, torch.Tensor) else (0.0 if v_reset is None else v_reset)
+    return torch.full_like(reference, float(fill))
+
+
+class NeuronRecord:
+    """Firing rate and eligibility of one use of a spiking neuron layer in one step."""
+
+    def __init__(self, module: nn.Module):
+        self.trace = EligibilityTrace(NeuronDynamics.from_module(module))
+        self.rate: Optional[torch.Tensor] = None
+        self.elig: Optional[torch.Tensor] = None
+        self.decay_elig: Optional[torch.Tensor] = None
+
+    def spike_forward(self, module: nn.Module, forward: Callable, x: torch.Tensor,
+                      multi_step: bool) -> torch.Tensor:
+        """Run SpikingJelly's own ``forward`` (no autograd) and add the steps to the trace.
+
+        Multi-step: ``x`` is ``[T,N,...]``; the post-reset potentials come from SpikingJelly's
+        ``v_seq``. Single-step: ``x`` is ``[N,...]``, one step."""
+        v_reset = module.v_reset
+        if multi_step:
+            v0 = _initial_state(module.v, x[0], v_reset)
+            stored = module.store_v_seq
+            module.store_v_seq = True
+            try:
+                spikes = forward(x)
+                v_seq = module.v_seq
+            finally:
+                module.store_v_seq = stored
+                module.v_seq = None
+            v_prev = torch.cat([v0.unsqueeze(0), v_seq[:-1]])
+            self.trace.update(x, v_prev, spikes)
+        else:
+            v_prev = _initial_state(module.v, x, v_reset)
+            spikes = forward(x)
+            self.trace.update(x.unsqueeze(0), v_prev.unsqueeze(0), spikes.unsqueeze(0))
+        return spikes
+
+    def finish(self) -> None:
+        self.rate, self.elig, self.decay_elig = self.trace.result()
+        self.trace = None
+
+    def rate_forward(self, module: nn.Module, x: torch.Tensor, name: str) -> torch.Tensor:
+        """Value: the spike-pass firing rate; gradient: ``eligibility * dL/dr`` to ``x`` (and
+        ``decay eligibility * dL/dr`` to ParametricLIF's decay)."""
+        _check_shape(f"neuron '{name}'", self.rate.shape, x.shape)
+        out = _straight_through(self.rate, x * self.elig)
+        if self.decay_elig is not None:
+            decay = module.w.sigmoid()
+            out = out + (decay * self.decay_elig - (decay * self.decay_elig).detach())
+        return out
+
+
+class BatchNormRecord:
+    """Spike-pass batch statistics of one use of a BatchNorm layer in one step.
+
+    Spike pass: normalise with the batch statistics over every dimension but channels
+    (``T*B, H, W`` for multi-step layers); running statistics are updated once, in
+    :meth:`finish`. Rate pass: the value is normalised with the spike-pass statistics, the
+    gradient flows through the rate batch's own statistics. A BatchNorm in eval mode inside a
+    training model uses its running statistics in both passes (then it is affine)."""
+
+    def __init__(self):
+        self.chunks: List[Tuple[torch.Tensor, torch.Tensor, int]] = []
+        self.mean: Optional[torch.Tensor] = None
+        self.var: Optional[torch.Tensor] = None
+
+    @staticmethod
+    def uses_batch_stats(bn: nn.modules.batchnorm._BatchNorm) -> bool:
+        return bn.training or not bn.track_running_stats
+
+    @staticmethod
+    def _reduce_dims(x: torch.Tensor) -> List[int]:
+        return [0] + list(range(2, x.dim()))
+
+    @staticmethod
+    def _channel_shape(x: torch.Tensor) -> List[int]:
+        return [1, -1] + [1] * (x.dim() - 2)
+
+    def spike_forward(self, bn: nn.modules.batchnorm._BatchNorm, x: torch.Tensor) -> torch.Tensor:
+        """``x``: ``[N,C,...]`` (time already folded into ``N``)."""
+        if not self.uses_batch_stats(bn):
+            return F.batch_norm(x, bn.running_mean, bn.running_var, bn.weight, bn.bias,
+                                False, 0.0, bn.eps)
+        dims = self._reduce_dims(x)
+        self.chunks.append((x.mean(dims), x.var(dims, unbiased=False), x.numel() // x.shape[1]))
+        return F.batch_norm(x, None, None, bn.weight, bn.bias, True, 0.0, bn.eps)
+
+    def finish(self, bn: nn.modules.batchnorm._BatchNorm) -> None:
+        """Pool the chunks' statistics and update the running statistics once."""
+        if not self.chunks:
+            return
+        count = sum(n for _, _, n in self.chunks)
+        mean = sum(m * n for m, _, n in self.chunks) / count
+        var = sum((v + (m - mean) ** 2) * n for m, v, n in self.chunks) / count
+        self.mean, self.var, self.chunks = mean, var, []
+        if bn.training and bn.track_running_stats:
+            bn.num_batches_tracked.add_(1)
+            factor = bn.momentum if bn.momentum is not None else 1.0 / float(bn.num_batches_tracked)
+            bn.running_mean.mul_(1 - factor).add_(mean, alpha=factor)
+            bn.running_var.mul_(1 - factor).add_(var * count / max(count - 1, 1), alpha=factor)
+
+    def rate_forward(self, bn: nn.modules.batchnorm._BatchNorm, x: torch.Tensor,
+                     name: str) -> torch.Tensor:
+        """``x``: rate tensor ``[B,C,...]`` with autograd."""
+        shape = self._channel_shape(x)
+        if self.uses_batch_stats(bn):
+            _check_shape(f"BatchNorm '{name}'", self.mean.shape, x.shape[1:2])
+            dims = self._reduce_dims(x)
+            rate_mean = x.mean(dims, keepdim=True)
+            rate_var = x.var(dims, unbiased=False, keepdim=True)
+            with_rate_stats = (x - rate_mean) / torch.sqrt(rate_var + bn.eps)
+            with_spike_stats = (x.detach() - self.mean.view(shape)) / torch.sqrt(self.var.view(shape) + bn.eps)
+            y = _straight_through(with_spike_stats, with_rate_stats)
+        else:
+            y = (x - bn.running_mean.view(shape)) / torch.sqrt(bn.running_var.view(shape) + bn.eps)
+        if bn.affine:
+            y = y * bn.weight.view(shape) + bn.bias.view(shape)
+        return y
+
+
+class MaxPoolRecord:
+    """Time-mean of one max-pool's spike-pass output.
+
+    Max-pooling does not commute with the time-mean, so the rate pass returns the recorded
+    time-mean of the pooled spikes (the value is exact) with the gradient of max-pooling the
+    rate map (it goes to the most active input of each window)."""
+
+    def __init__(self):
+        self.total: Optional[torch.Tensor] = None
+        self.steps = 0
+
+    def add(self, pooled_sum: torch.Tensor, steps: int) -> None:
+        self.total = pooled_sum if self.total is None else self.total + pooled_sum
+        self.steps += steps
+
+    def rate_forward(self, forward: Callable, x: torch.Tensor, name: str) -> torch.Tensor:
+        pooled = forward(x)
+        _check_shape(f"max-pool '{name}'", self.total.shape, pooled.shape)
+        return _straight_through(self.total / self.steps, pooled)

@@ -1,0 +1,389 @@
+"""Rate-based backpropagation for SpikingJelly models (Yu et al., NeurIPS 2024).
+
+``enable(model)`` patches an existing SpikingJelly model in place. In train mode, calling it
+with the usual ``[T, B, ...]`` input runs two passes:
+
+1. **spike pass** (``current_phase() == "spike"``, no autograd): the untouched SNN over all
+   ``T`` steps with SpikingJelly's own neuron kernels; every neuron keeps its firing rate
+   and eligibility, every BatchNorm its batch statistics (running statistics are updated
+   here, once), every max-pool the time-mean of its output.
+2. **rate pass** (``current_phase() == "rate"``, autograd): the network once more, in
+   single-step mode, on the time-mean input ``[B, ...]``; neurons return their spike-pass
+   rate with the gradient ``eligibility * dL/dr``. Stage modules see ``[B, ...]`` rate
+   tensors that carry autograd (forward hooks may use them in other graphs).
+
+The call returns the rate-pass output (time-mean logits ``[B, K]``), whose gradient is
+scaled by ``1/T`` when ``scale_grad_by_T`` (the value is unchanged). In eval mode the model
+is the plain ``T``-step SNN (``[T, B, K]``). Single-step models (``step_mode='s'``) are
+called in train mode with the whole ``[T, B, ...]`` sequence too: the spike pass drives
+them step by step; in eval mode the user drives them step by step as before. Call
+``functional.reset_net(model)`` after every batch, as usual.
+
+Only ``[B, ...]``-sized records outlive a layer's spike-pass call, and only the rate pass
+builds a graph, so training memory hardly grows with ``T``. See ``docs/rate_bp.md``.
+"""
+from __future__ import annotations
+
+import contextlib
+import types
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import Callable, Dict, Iterator, List, Optional, Tuple
+
+import torch
+from torch import nn
+from spikingjelly.activation_based import layer, neuron
+
+from . import sj
+from .neurons import BatchNormRecord, MaxPoolRecord, NeuronRecord, SUPPORTED_NEURONS
+
+__all__ = ["enable", "disable", "is_enabled", "current_phase", "UnsupportedModuleError"]
+
+#: Leaf modules that are linear in their input (they commute with the time-mean).
+LINEAR_LEAVES = (
+    nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d,
+    nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d, nn.Flatten, nn.Identity,
+    nn.Dropout, nn.Dropout1d, nn.Dropout2d, layer.Dropout,
+)
+BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+MAX_POOLS = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d)
+
+_STATE = "_sj_rate"  # attribute holding the per-module state on patched modules
+_MODEL_STATE = "_sj_rate_model"  # attribute holding the model-level state
+
+
+class UnsupportedModuleError(TypeError):
+    """A module that rate-based backprop cannot train correctly."""
+
+
+@dataclass
+class _Pass:
+    phase: str  # "spike" or "rate"
+    T: int
+    multi_step: bool
+    step: int = 0
+
+
+_CURRENT: ContextVar[Optional[_Pass]] = ContextVar("sj_distill_rate_pass", default=None)
+
+
+def current_phase() -> Optional[str]:
+    """``"spike"`` during the no-grad spike pass, ``"rate"`` during the rate pass, else None.
+
+    Forward hooks on a model's modules use it to tell the passes apart: in the rate pass a
+    stage receives and returns ``[B, ...]`` rate tensors carrying autograd."""
+    current = _CURRENT.get()
+    return None if current is None else current.phase
+
+
+@dataclass
+class _LayerState:
+    """Per-module patch state: the original forward and this step's records, one per use."""
+
+    kind: str  # "neuron" | "batchnorm" | "maxpool" | "seq_to_ann"
+    name: str
+    original_forward: Callable
+    had_instance_forward: bool
+    had_v_seq_memory: bool = True
+    records: list = field(default_factory=list)
+    uses: int = 0
+
+    def next_record(self, phase: str, step: int, make: Callable):
+        index, self.uses = self.uses, self.uses + 1
+        if phase == "spike" and step == 0:
+            self.records.append(make())
+        if index >= len(self.records):
+            raise RuntimeError(
+                f"module '{self.name}' was called more often in this pass than in the first "
+                "step of the spike pass; rate-based backprop needs the same calls in every step"
+            )
+        return self.records[index]
+
+
+@dataclass
+class _ModelState:
+    original_forward: Callable
+    had_instance_forward: bool
+    scale_grad_by_T: bool
+    layers: List[nn.Module]
+
+
+class _ScaleGrad(torch.autograd.Function):
+    """Identity forward; multiplies the gradient by ``scale`` backward."""
+
+    @staticmethod
+    def forward(ctx, x, scale):
+        ctx.scale = scale
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * ctx.scale, None
+
+
+# --------------------------------------------------------------------------- patched forwards
+
+def _neuron_forward(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    state: _LayerState = getattr(self, _STATE)
+    current = _CURRENT.get()
+    if current is None:
+        return state.original_forward(x)
+    record = state.next_record(current.phase, current.step, lambda: NeuronRecord(self))
+    if current.phase == "spike":
+        return record.spike_forward(self, state.original_forward, x, self.step_mode == "m")
+    return record.rate_forward(self, x, state.name)
+
+
+def _batchnorm_forward(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    state: _LayerState = getattr(self, _STATE)
+    current = _CURRENT.get()
+    if current is None:
+        return state.original_forward(x)
+    record = state.next_record(current.phase, current.step, BatchNormRecord)
+    if current.phase == "rate":
+        return record.rate_forward(self, x, state.name)
+    if getattr(self, "step_mode", "s") == "m":  # SpikingJelly BN on [T,B,C,...]
+        return record.spike_forward(self, x.flatten(0, 1)).view(x.shape)
+    return record.spike_forward(self, x)
+
+
+def _maxpool_forward(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    state: _LayerState = getattr(self, _STATE)
+    current = _CURRENT.get()
+    if current is None:
+        return state.original_forward(x)
+    record = state.next_record(current.phase, current.step, MaxPoolRecord)
+    if current.phase == "rate":
+        return record.rate_forward(state.original_forward, x, state.name)
+    pooled = state.original_forward(x)
+    if getattr(self, "step_mode", "s") == "m":  # [T,B,...]
+        record.add(pooled.sum(0), pooled.shape[0])
+    elif current.multi_step:  # inside a SeqToANNContainer: [T*B,...]
+        record.add(pooled.view(current.T, -1, *pooled.shape[1:]).sum(0), current.T)
+    else:  # single-step model: one step [B,...]
+        record.add(pooled, 1)
+    return pooled
+
+
+def _seq_to_ann_forward(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    state: _LayerState = getattr(self, _STATE)
+    current = _CURRENT.get()
+    if current is not None and current.phase == "rate":
+        return nn.Sequential.forward(self, x)  # [B,...]: no time dimension to fold
+    return state.original_forward(x)
+
+
+_PATCHES = {"neuron": _neuron_forward, "batchnorm": _batchnorm_forward,
+            "maxpool": _maxpool_forward, "seq_to_ann": _seq_to_ann_forward}
+
+
+def _model_forward(self: nn.Module, x: torch.Tensor, *args, **kwargs):
+    state: _ModelState = getattr(self, _MODEL_STATE)
+    if not self.training:
+        return state.original_forward(x, *args, **kwargs)
+    if _CURRENT.get() is not None:
+        raise RuntimeError("a rate-BP model was called inside another rate-BP pass")
+    multi_step = _model_step_mode(state.layers) == "m"
+    T = x.shape[0]
+    with _phase(_Pass("spike", T, multi_step)) as current, torch.no_grad():
+        if multi_step:
+            _begin_step(state.layers, current, 0)
+            state.original_forward(x, *args, **kwargs)
+        else:
+            for t in range(T):
+                _begin_step(state.layers, current, t)
+                state.original_forward(x[t], *args, **kwargs)
+        _finish_spike_pass(state.layers)
+    x_mean = x.mean(0) if x.is_floating_point() else x.to(torch.get_default_dtype()).mean(0)
+    try:
+        with _phase(_Pass("rate", T, multi_step)) as current, _single_step_mode(self):
+            _begin_step(state.layers, current, 0)
+            out = state.original_forward(x_mean, *args, **kwargs)
+    finally:
+        for module in state.layers:
+            getattr(module, _STATE).records = []
+    if state.scale_grad_by_T and T > 1:
+        out = _map_tensors(out, lambda y: _ScaleGrad.apply(y, 1.0 / T))
+    return out
+
+
+# --------------------------------------------------------------------------- pass helpers
+
+@contextlib.contextmanager
+def _phase(current: _Pass) -> Iterator[_Pass]:
+    token = _CURRENT.set(current)
+    try:
+        yield current
+    finally:
+        _CURRENT.reset(token)
+
+
+@contextlib.contextmanager
+def _single_step_mode(model: nn.Module) -> Iterator[None]:
+    """Temporarily put every multi-step SpikingJelly module of ``model`` in single-step mode."""
+    switched = [m for m in model.modules() if getattr(m, "step_mode", None) == "m"]
+    for m in switched:
+        m.step_mode = "s"
+    try:
+        yield
+    finally:
+        for m in switched:
+            m.step_mode = "m"
+
+
+def _begin_step(layers: List[nn.Module], current: _Pass, step: int) -> None:
+    current.step = step
+    for module in layers:
+        state: _LayerState = getattr(module, _STATE)
+        state.uses = 0
+        if current.phase == "spike" and step == 0:
+            state.records = []
+
+
+def _finish_spike_pass(layers: List[nn.Module]) -> None:
+    for module in layers:
+        state: _LayerState = getattr(module, _STATE)
+        for record in state.records:
+            if state.kind == "neuron":
+                record.finish()
+            elif state.kind == "batchnorm":
+                record.finish(module)
+
+
+def _model_step_mode(layers: List[nn.Module]) -> str:
+    modes = {m.step_mode for m in layers if getattr(m, _STATE).kind == "neuron"}
+    if len(modes) != 1:
+        raise ValueError(
+            f"rate-based backprop needs all spiking neurons in one step mode, found {sorted(modes)}; "
+            "use functional.set_step_mode(model, 'm') (or 's')"
+        )
+    return modes.pop()
+
+
+def _map_tensors(out, fn):
+    if isinstance(out, torch.Tensor):
+        return fn(out)
+    if isinstance(out, (tuple, list)):
+        return type(out)(_map_tensors(o, fn) for o in out)
+    return out
+
+
+# --------------------------------------------------------------------------- enable / disable
+
+def _classify(model: nn.Module) -> List[Tuple[str, nn.Module, str]]:
+    """``(path, module, kind)`` of every module to patch; raises on anything unsupported."""
+    for name, module in model.named_modules():
+        if getattr(module, "supports_rate_bp", True) is False:
+            raise UnsupportedModuleError(
+                f"rate-based backprop cannot train module '{name or '<model>'}' "
+                f"({type(module).__name__}): it declares supports_rate_bp = False (its output "
+                "depends on the individual spikes over time, not only on firing rates). "
+                "Train this model with BPTT instead of sj_distill.rate.enable()."
+            )
+    found: List[Tuple[str, nn.Module, str]] = []
+
+    def visit(prefix: str, module: nn.Module) -> None:
+        path = prefix or "<model>"
+        where = f"module '{path}' ({type(module).__name__})"
+        if isinstance(module, neuron.BaseNode):
+            if type(module) not in SUPPORTED_NEURONS:
+                raise UnsupportedModuleError(
+                    f"rate-based backprop has no eligibility recurrence for the spiking neuron "
+                    f"{where}; supported: {', '.join(c.__name__ for c in SUPPORTED_NEURONS)}. "
+                    "Use one of those neurons, or train with BPTT."
+                )
+            found.append((path, module, "neuron"))
+            return
+        if isinstance(module, nn.SyncBatchNorm):
+            raise UnsupportedModuleError(
+                f"{where}: SyncBatchNorm is not supported by rate-based backprop; convert it "
+                "back to BatchNorm (nn.SyncBatchNorm has no revert helper: build the model "
+                "with BatchNorm) or train with BPTT."
+            )
+        if isinstance(module, BATCH_NORMS):
+            found.append((path, module, "batchnorm"))
+            return
+        if isinstance(module, MAX_POOLS):
+            found.append((path, module, "maxpool"))
+            return
+        if isinstance(module, layer.SeqToANNContainer):
+            found.append((path, module, "seq_to_ann"))
+        elif "Container" in type(module).__name__ and type(module).__module__.startswith(
+                "spikingjelly"):
+            raise UnsupportedModuleError(
+                f"rate-based backprop does not support the SpikingJelly container {where}; "
+                "use multi-step layers (step_mode='m') or SeqToANNContainer instead."
+            )
+        children = list(module.named_children())
+        if not children and not isinstance(module, LINEAR_LEAVES):
+            raise UnsupportedModuleError(
+                f"rate-based backprop does not know how to treat {where}. Supported: "
+                "SpikingJelly IFNode/LIFNode/ParametricLIFNode, BatchNorm1d/2d/3d, Conv, "
+                "Linear, average pooling, max-pooling, Flatten, Dropout, Identity and "
+                "SeqToANNContainer; replace the module or train with BPTT."
+            )
+        for child_name, child in children:
+            visit(f"{prefix}.{child_name}" if prefix else child_name, child)
+
+    visit("", model)
+    if not any(kind == "neuron" for _, _, kind in found):
+        raise ValueError("rate-based backprop found no SpikingJelly spiking neuron in the model")
+    return found
+
+
+def enable(model: nn.Module, scale_grad_by_T: bool = True) -> nn.Module:
+    """Switch rate-based backprop on for ``model``, in place; returns ``model``.
+
+    Train mode: ``model(x)`` with ``x`` ``[T, B, ...]`` returns time-mean outputs ``[B, ...]``
+    with rate-based gradients; ``scale_grad_by_T`` multiplies the gradient reaching the
+    output by ``1/T`` (as the paper's code does; the value is unchanged). Eval mode: the
+    original SNN. Raises :class:`UnsupportedModuleError` naming the first module it cannot
+    treat. Enabling an enabled model only updates ``scale_grad_by_T``."""
+    if is_enabled(model):
+        getattr(model, _MODEL_STATE).scale_grad_by_T = bool(scale_grad_by_T)
+        return model
+    plan = _classify(model)
+    layers = []
+    for path, module, kind in plan:
+        memories = getattr(module, "_memories", {})
+        state = _LayerState(kind, path, module.forward, "forward" in module.__dict__,
+                            had_v_seq_memory="v_seq" in memories)
+        setattr(module, _STATE, state)
+        module.forward = types.MethodType(_PATCHES[kind], module)
+        layers.append(module)
+    state = _ModelState(model.forward, "forward" in model.__dict__, bool(scale_grad_by_T), layers)
+    _model_step_mode(layers)
+    setattr(model, _MODEL_STATE, state)
+    model.forward = types.MethodType(_model_forward, model)
+    return model
+
+
+def disable(model: nn.Module) -> nn.Module:
+    """Switch rate-based backprop off and restore every patched module; returns ``model``."""
+    if not is_enabled(model):
+        return model
+    state: _ModelState = getattr(model, _MODEL_STATE)
+    for module in state.layers:
+        layer_state: _LayerState = getattr(module, _STATE)
+        _restore_forward(module, layer_state.original_forward, layer_state.had_instance_forward)
+        if not layer_state.had_v_seq_memory:
+            # the spike pass switched store_v_seq on, which registers a 'v_seq' memory on
+            # SpikingJelly 0.0.0.0.14: remove it so the module is as it was
+            for memories in (getattr(module, "_memories", {}), getattr(module, "_memories_rv", {})):
+                memories.pop("v_seq", None)
+        delattr(module, _STATE)
+    _restore_forward(model, state.original_forward, state.had_instance_forward)
+    delattr(model, _MODEL_STATE)
+    return model
+
+
+def _restore_forward(module: nn.Module, original: Callable, had_instance_forward: bool) -> None:
+    if had_instance_forward:
+        module.forward = original
+    else:
+        del module.__dict__["forward"]
+
+
+def is_enabled(model: nn.Module) -> bool:
+    """True when :func:`enable` patched ``model`` (and :func:`disable` did not undo it)."""
+    return hasattr(model, _MODEL_STATE)

@@ -1,0 +1,359 @@
+"""Rate-based backprop (sj_distill.rate): gradients against hand-written formulas and against
+SpikingJelly's own BPTT, forward values, BatchNorm statistics, patch/unpatch, hook phases,
+errors, real models, and a seeded digits run against BPTT."""
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from spikingjelly.activation_based import functional, layer, surrogate
+
+from sj_distill import models, rate, sj, zoo
+
+
+def _neuron(**kw):
+    return sj.make_neuron(step_mode="m", **kw)
+
+
+NEURON_CONFIGS = [
+    dict(kind="lif", decay=0.5, decay_input=False, reset="soft", detach_reset=True),
+    dict(kind="lif", decay=0.5, decay_input=False, reset="soft", detach_reset=False),
+    dict(kind="lif", decay=0.4, decay_input=True, reset="soft", detach_reset=True),
+    dict(kind="lif", decay=0.4, decay_input=True, reset="hard", detach_reset=False),
+    dict(kind="lif", decay=0.3, decay_input=False, reset="hard", v_reset=-0.2, detach_reset=True),
+    dict(kind="if", reset="soft", detach_reset=False),
+    dict(kind="if", reset="hard", detach_reset=True),
+    dict(kind="plif", decay=0.3, decay_input=False, reset="soft", detach_reset=True),
+    dict(kind="plif", decay=0.3, decay_input=True, reset="hard", detach_reset=False,
+         surrogate_fn="atan", alpha=2.0),
+]
+
+
+@pytest.mark.parametrize("config", NEURON_CONFIGS, ids=lambda c: "-".join(
+    f"{k}={v}" for k, v in c.items() if k in ("kind", "decay_input", "reset", "detach_reset")))
+def test_eligibility_equals_bptt_derivative_wrt_mean_input(config):
+    """e = d r / d xbar where every x_t moves with xbar: SpikingJelly's BPTT through
+    x_t = xbar + (x_t - xbar).detach() gives it independently of our recurrences."""
+    T, N = 6, 300
+    x = torch.randn(T, N) * 0.9 + 0.5
+    upstream = torch.randn(N)
+    reference = _neuron(**config)
+    model = nn.Sequential(copy.deepcopy(reference))
+    rate.enable(model, scale_grad_by_T=False).train()
+
+    x_rate = x.clone().requires_grad_(True)
+    out = model(x_rate)
+    (out * upstream).sum().backward()
+
+    x_bar = x.mean(0).requires_grad_(True)
+    spikes = reference(x_bar.expand(T, N) + (x - x.mean(0)).detach())
+    (spikes.mean(0) * upstream).sum().backward()
+
+    assert torch.equal(out.detach(), spikes.detach().mean(0))
+    assert 0 < spikes.mean() < 1
+    # d out / d x_t = e / T for every t, so the sum over t is e * upstream
+    torch.testing.assert_close(x_rate.grad.sum(0), x_bar.grad, rtol=1e-5, atol=1e-6)
+    if config["kind"] == "plif":
+        torch.testing.assert_close(model[0].w.grad, reference.w.grad, rtol=1e-4, atol=1e-6)
+
+
+def test_one_lif_network_gradients_equal_written_out_formulas():
+    """(a) linear -> LIF (decay 0.5, soft detached reset, sigmoid alpha 4) -> linear."""
+    T, B, D, H, K = 5, 7, 4, 6, 3
+    net = nn.Sequential(layer.Linear(D, H, step_mode="m"),
+                        _neuron(kind="lif", decay=0.5, reset="soft", detach_reset=True),
+                        layer.Linear(H, K, step_mode="m"))
+    with torch.no_grad():
+        net[0].weight.mul_(3.0)
+    W1, b1, W2, b2 = (p.detach().clone() for p in (net[0].weight, net[0].bias,
+                                                     net[2].weight, net[2].bias))
+    x = torch.rand(T, B, D)
+    G = torch.randn(B, K)
+    rate.enable(net).train()
+    out = net(x)
+    (out * G).sum().backward()
+
+    # spike pass, written out: h_t = 0.5 v_{t-1} + z_t, s_t = [h_t >= 1], v_t = h_t - s_t
+    lam, alpha = 0.5, 4.0
+    v = torch.zeros(B, H)
+    kappa = torch.zeros(B, H)
+    rate_sum = torch.zeros(B, H)
+    elig_sum = torch.zeros(B, H)
+    for t in range(T):
+        h = lam * v + x[t] @ W1.T + b1
+        s = (h >= 1.0).float()
+        sig = torch.sigmoid(alpha * (h - 1.0))
+        sg = alpha * sig * (1 - sig)
+        kappa = 1.0 + lam * kappa  # kappa_t = 1 + lam * kappa_{t-1}, kappa_1 = 1
+        elig_sum += sg * kappa
+        rate_sum += s
+        v = h - s
+    r, e = rate_sum / T, elig_sum / T
+    # rate pass: out = W2 r + b2, loss gradient scaled by 1/T
+    g_out = G / T
+    g_r = g_out @ W2
+    g_z = g_r * e
+    x_bar = x.mean(0)
+    torch.testing.assert_close(out.detach(), r @ W2.T + b2)
+    torch.testing.assert_close(net[2].weight.grad, g_out.T @ r)
+    torch.testing.assert_close(net[2].bias.grad, g_out.sum(0))
+    torch.testing.assert_close(net[0].weight.grad, g_z.T @ x_bar)
+    torch.testing.assert_close(net[0].bias.grad, g_z.sum(0))
+    assert r.min() < r.max() and (e > 0).any()
+
+
+def _conv_net(step_mode="m", bn=False, maxpool=False):
+    sn = dict(kind="lif", decay=0.5, reset="soft", detach_reset=True, step_mode=step_mode)
+    mods = [layer.Conv2d(2, 6, 3, padding=1, step_mode=step_mode)]
+    mods += [layer.BatchNorm2d(6, step_mode=step_mode)] if bn else []
+    mods += [sj.make_neuron(**sn),
+             (layer.MaxPool2d if maxpool else layer.AvgPool2d)(2, 2, step_mode=step_mode),
+             layer.Conv2d(6, 8, 3, padding=1, step_mode=step_mode)]
+    mods += [layer.BatchNorm2d(8, step_mode=step_mode)] if bn else []
+    mods += [sj.make_neuron(**{**sn, "kind": "if"}),
+             layer.AdaptiveAvgPool2d((2, 2), step_mode=step_mode),
+             layer.Flatten(step_mode=step_mode), layer.Linear(32, 5, step_mode=step_mode)]
+    return nn.Sequential(*mods)
+
+
+def _grads(model):
+    return {n: p.grad.clone() for n, p in model.named_parameters()}
+
+
+def test_T1_rate_gradients_equal_bptt():
+    """(b) T=1, soft detached reset, no BN: rate-BP and BPTT gradients agree."""
+    bptt = _conv_net()
+    with torch.no_grad():  # make both layers fire
+        bptt[0].weight.mul_(4.0)
+        bptt[3].weight.mul_(8.0)
+        bptt[3].bias.add_(0.5)
+    rate_net = rate.enable(copy.deepcopy(bptt)).train()
+    x, y = torch.rand(1, 8, 2, 8, 8), torch.randint(0, 5, (8,))
+    F.cross_entropy(bptt(x).mean(0), y).backward()
+    F.cross_entropy(rate_net(x), y).backward()
+    for name, g in _grads(bptt).items():
+        torch.testing.assert_close(_grads(rate_net)[name], g, rtol=1e-5, atol=1e-7)
+    assert all(g.abs().sum() > 0 for g in _grads(bptt).values())
+
+
+def test_train_output_is_time_mean_of_eval_logits_with_bn_in_eval_statistics():
+    """(c) linear after the last neuron, BN with running statistics, max-pool inside."""
+    net = _conv_net(bn=True, maxpool=True)
+    for bn in (net[1], net[5]):
+        bn.running_mean.uniform_(-0.3, 0.3)
+        bn.running_var.uniform_(0.5, 1.5)
+    rate.enable(net).train()
+    net[1].eval(), net[5].eval()
+    x = torch.rand(4, 3, 2, 8, 8) * 2
+    out_train = net(x)
+    functional.reset_net(net)
+    net.eval()
+    with torch.no_grad():
+        out_eval = net(x)
+    assert out_train.shape == (3, 5) and out_eval.shape == (4, 3, 5)
+    torch.testing.assert_close(out_train.detach(), out_eval.mean(0), rtol=1e-5, atol=1e-6)
+
+
+def test_bn_running_stats_updated_once_like_bptt_and_rate_value_uses_spike_stats():
+    plain = _conv_net(bn=True)
+    enabled = rate.enable(copy.deepcopy(plain)).train()
+    x = torch.rand(3, 4, 2, 8, 8)
+    spike_logits = []
+    enabled[-1].register_forward_hook(
+        lambda m, i, o: spike_logits.append(o) if rate.current_phase() == "spike" else None)
+    plain(x)
+    out = enabled(x)
+    for bn_plain, bn_rate in ((plain[1], enabled[1]), (plain[5], enabled[5])):
+        assert int(bn_rate.num_batches_tracked) == 1
+        torch.testing.assert_close(bn_rate.running_mean, bn_plain.running_mean)
+        torch.testing.assert_close(bn_rate.running_var, bn_plain.running_var)
+    torch.testing.assert_close(out.detach(), spike_logits[0].mean(0), rtol=1e-5, atol=1e-6)
+
+
+def _snapshot(model):
+    return {name: dict(vars(m)) for name, m in model.named_modules()}
+
+
+def test_eval_bit_identical_before_enable_after_disable_and_nothing_left_behind():
+    """(d) also after a training step while enabled (weights restored afterwards)."""
+    net = _conv_net(bn=True, maxpool=True)
+    net[2] = _neuron(kind="plif", decay=0.3, reset="soft", detach_reset=True)
+    net.eval()
+    x = torch.rand(4, 2, 2, 8, 8)
+    with torch.no_grad():
+        before = net(x)
+    functional.reset_net(net)
+    keys_before = {n: set(d) for n, d in _snapshot(net).items()}
+    weights = copy.deepcopy(net.state_dict())
+
+    rate.enable(net)
+    assert rate.is_enabled(net)
+    with torch.no_grad():
+        during = net(x)
+    functional.reset_net(net)
+    net.train()
+    net(x).sum().backward()
+    functional.reset_net(net)
+    assert list(net.state_dict()) == list(weights)
+    net.load_state_dict(weights)
+    rate.disable(net)
+    assert not rate.is_enabled(net)
+    net.eval()
+    with torch.no_grad():
+        after = net(x)
+    assert torch.equal(before, during) and torch.equal(before, after)
+    assert {n: set(d) for n, d in _snapshot(net).items()} == keys_before
+
+
+def test_stage_hook_sees_rate_phase_with_grad_carrying_B_C_H_W_tensor():
+    model = models.create_model("cifar_resnet20", num_classes=10)
+    rate.enable(model).train()
+    seen = []
+    model.layer2.register_forward_hook(
+        lambda m, i, o: seen.append((rate.current_phase(), tuple(o.shape), o.requires_grad)))
+    x = torch.rand(2, 3, 3, 16, 16)
+    assert rate.current_phase() is None
+    out = model(x)
+    assert rate.current_phase() is None
+    assert seen == [("spike", (2, 3, 32, 8, 8), False), ("rate", (3, 32, 8, 8), True)]
+    out.sum().backward()
+    assert model.conv1.weight.grad is not None
+
+
+def test_module_declaring_no_rate_support_is_refused():
+    class StepAttention(nn.Module):
+        supports_rate_bp = False
+
+        def forward(self, x):
+            return x
+
+    net = nn.Sequential(layer.Linear(3, 3, step_mode="m"), _neuron())
+    net.add_module("attn", StepAttention())
+    with pytest.raises(rate.UnsupportedModuleError, match=r"'attn' \(StepAttention\).*BPTT"):
+        rate.enable(net)
+    assert not rate.is_enabled(net) and "forward" not in vars(net[1])
+
+
+def test_unknown_leaf_and_unsupported_neuron_are_named():
+    net = nn.Sequential(layer.Linear(3, 3, step_mode="m"),
+                        nn.Sequential(nn.ReLU()), _neuron())
+    with pytest.raises(rate.UnsupportedModuleError, match=r"'1\.0' \(ReLU\)"):
+        rate.enable(net)
+    from spikingjelly.activation_based import neuron
+    net = nn.Sequential(layer.Linear(3, 3, step_mode="m"),
+                        neuron.KLIFNode(step_mode="m") if hasattr(neuron, "KLIFNode")
+                        else neuron.QIFNode(step_mode="m"))
+    with pytest.raises(rate.UnsupportedModuleError, match=r"'1' \(\w+Node\).*IFNode, LIFNode"):
+        rate.enable(net)
+
+
+def test_single_step_model_is_driven_step_by_step_and_matches_multi_step():
+    single = _conv_net(step_mode="s")
+    with torch.no_grad():
+        single[0].weight.mul_(3.0)
+    multi = copy.deepcopy(single)
+    sj.set_step_mode(multi, "m")
+    rate.enable(single).train()
+    rate.enable(multi).train()
+    x = torch.rand(4, 3, 2, 8, 8)
+    out_single, out_multi = single(x), multi(x)
+    out_single.sum().backward()
+    out_multi.sum().backward()
+    torch.testing.assert_close(out_single, out_multi)
+    for name, g in _grads(multi).items():
+        torch.testing.assert_close(_grads(single)[name], g, rtol=1e-5, atol=1e-7)
+    functional.reset_net(single)
+    single.eval()  # eval: the untouched single-step SNN, driven by the caller
+    with torch.no_grad():
+        logits = torch.stack([single(x[t]) for t in range(4)])
+    torch.testing.assert_close(logits.mean(0), out_single.detach())
+
+
+def _zoo(name):
+    from spikingjelly.activation_based.model import sew_resnet, spiking_resnet, spiking_vgg
+    sn = dict(spiking_neuron=sj.neuron_factory(kind="lif", decay=0.2, step_mode="m"))
+    if name == "spiking_resnet18":
+        model = spiking_resnet.spiking_resnet18(**sn)
+    elif name == "sew_resnet18":
+        model = sew_resnet.sew_resnet18(cnf="ADD", **sn)
+    else:
+        model = spiking_vgg.spiking_vgg11_bn(**sn)
+    return zoo.cifar_student(model, 10, avgpool_vgg=True)
+
+
+@pytest.mark.parametrize("name", ["spiking_resnet18", "sew_resnet18", "spiking_vgg11_bn",
+                                  "cifar_vgg11", "sew_resnet34"])
+def test_real_models_one_rate_step(name):
+    """SJ zoo students and project backbones: the rate-pass value is the time-mean of the
+    spike-pass logits, every parameter gets a finite gradient, disable restores."""
+    model = _zoo(name) if not name.startswith(("cifar", "sew_resnet34")) \
+        else models.create_model(name, num_classes=10)
+    head = model.classifier if hasattr(model, "classifier") else model.fc
+    rate.enable(model).train()
+    logits = {}
+    head.register_forward_hook(lambda m, i, o: logits.setdefault(rate.current_phase(), o))
+    out = model(torch.rand(2, 2, 3, 32, 32))
+    out.sum().backward()
+    assert out.shape == (2, 10)
+    torch.testing.assert_close(out.detach(), logits["spike"].mean(0), rtol=1e-4, atol=1e-5)
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+    rate.disable(model)
+    assert "forward" not in vars(model)
+
+
+def _digits(T):
+    from sklearn.datasets import load_digits
+
+    data = load_digits()
+    x = torch.tensor(data.images, dtype=torch.float32).unsqueeze(1) / 16.0
+    y = torch.tensor(data.target)
+    g = torch.Generator().manual_seed(0)
+    perm = torch.randperm(len(y), generator=g)
+    return x[perm[:1400]], y[perm[:1400]], x[perm[1400:]], y[perm[1400:]]
+
+
+def _digits_net():
+    sn = dict(kind="lif", decay=0.5, reset="soft", detach_reset=True, step_mode="m")
+    return nn.Sequential(
+        layer.Flatten(step_mode="m"),
+        layer.Linear(64, 128, step_mode="m"), layer.SeqToANNContainer(nn.BatchNorm1d(128)),
+        sj.make_neuron(**sn),
+        layer.Linear(128, 64, step_mode="m"), layer.SeqToANNContainer(nn.BatchNorm1d(64)),
+        sj.make_neuron(**sn),
+        layer.Linear(64, 10, step_mode="m"))
+
+
+def _train_digits(use_rate, T=4, epochs=4):
+    torch.manual_seed(0)
+    net = _digits_net()
+    if use_rate:
+        rate.enable(net, scale_grad_by_T=False)
+    x_tr, y_tr, x_te, y_te = _digits(T)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    g = torch.Generator().manual_seed(1)
+    for _ in range(epochs):
+        net.train()
+        for idx in torch.randperm(len(y_tr), generator=g).split(50):
+            x = x_tr[idx].unsqueeze(0).repeat(T, 1, 1, 1, 1)
+            out = net(x)
+            out = out if use_rate else out.mean(0)
+            opt.zero_grad()
+            F.cross_entropy(out, y_tr[idx]).backward()
+            opt.step()
+            functional.reset_net(net)
+    net.eval()
+    with torch.no_grad():
+        pred = net(x_te.unsqueeze(0).repeat(T, 1, 1, 1, 1)).mean(0).argmax(1)
+    functional.reset_net(net)
+    return (pred == y_te).float().mean().item() * 100
+
+
+def test_digits_rate_bp_within_two_points_of_bptt(capsys):
+    """(e) same seeded model, data order and budget; accuracies printed for the report."""
+    acc_bptt = _train_digits(use_rate=False)
+    acc_rate = _train_digits(use_rate=True)
+    with capsys.disabled():
+        print(f"\n[digits] BPTT {acc_bptt:.2f}%  rate-BP {acc_rate:.2f}%")
+    assert acc_bptt > 85
+    assert abs(acc_rate - acc_bptt) <= 2.0
