@@ -6,12 +6,12 @@ from torch import nn
 
 from sj_distill.teachers import Teacher, cifar_stem, create_teacher, load_weights, split_model
 
-SMALL = dict(channels=(8, 16, 32, 64), stem_width=8)
+from _cached_teachers import SMALL, teacher as cached_teacher
 
 
 @pytest.fixture(scope="module")
 def resnet18():
-    return create_teacher("resnet18", num_classes=10)
+    return cached_teacher("resnet18")
 
 
 def test_resnet_cifar_stem_and_split(resnet18):
@@ -25,7 +25,7 @@ def test_resnet_cifar_stem_and_split(resnet18):
 
 
 def test_split_reproduces_the_timm_forward():
-    model = timm.create_model("resnet18", num_classes=7, in_chans=2, **SMALL)
+    model = timm.create_model("resnet10t", num_classes=7, in_chans=2, **SMALL)
     cifar_stem(model)
     model.eval()
     x = torch.randn(3, 2, 16, 16)
@@ -37,7 +37,7 @@ def test_split_reproduces_the_timm_forward():
 
 
 def test_vgg_stages_end_at_pools_like_the_spiking_vgg():
-    teacher = create_teacher("vgg11_bn", num_classes=10)
+    teacher = cached_teacher("vgg11_bn")
     assert [(f["num_chs"], f["reduction"]) for f in teacher.feature_info] == [
         (64, 2), (128, 4), (256, 8), (512, 16), (512, 32)]
     for part in [teacher.stem, *teacher.stages]:
