@@ -17,18 +17,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import rate
 from .teachers import Teacher
 
 AdapterFactory = Callable[[int, int, int, int], nn.Module]
-
-
-def _rate_phase() -> Optional[str]:
-    """``sj_distill.rate.current_phase()`` ("spike", "rate" or None); None without that module."""
-    try:
-        from . import rate
-    except ImportError:
-        return None
-    return rate.current_phase()
 
 
 class Adapter(nn.Module):
@@ -141,7 +133,7 @@ class BlockReplacement(nn.Module):
 
     def _capture_hook(self, point: str):
         def hook(module, inputs, output):
-            phase = _rate_phase()
+            phase = rate.current_phase()
             if phase == "spike":
                 return
             if phase == "rate":
@@ -178,12 +170,13 @@ class BlockReplacement(nn.Module):
         for point, index in self.teacher_index.items():
             if point not in captured:
                 raise RuntimeError(f"student stage {point!r} did not run in the forward pass")
-            rate = captured[point]
+            features = captured[point]
             adapter = self.adapters[point]
-            if getattr(adapter, "in_chs", rate.shape[1]) != rate.shape[1]:
-                raise ValueError(f"student stage {point!r} gives {rate.shape[1]} channels, its "
-                                 f"feature_info says {adapter.in_chs}; fix student.feature_info")
-            adapted = adapter(rate)
+            if getattr(adapter, "in_chs", features.shape[1]) != features.shape[1]:
+                raise ValueError(f"student stage {point!r} gives {features.shape[1]} channels, "
+                                 f"its feature_info says {adapter.in_chs}; fix "
+                                 "student.feature_info")
+            adapted = adapter(features)
             feature_pairs[point] = (adapted, teacher_features[index])
             hybrids[point] = self.teacher.forward_from(index, adapted)
         return dict(student=student_logits, teacher=teacher_logits, hybrids=hybrids,
