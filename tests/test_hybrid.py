@@ -1,0 +1,182 @@
+"""Block-wise replacement: pairing, adapters, gradient paths, frozen teacher, rate-BP, distill_step."""
+import copy
+
+import pytest
+import torch
+from torch import nn
+from spikingjelly.activation_based import neuron
+from spikingjelly.activation_based.model import spiking_resnet
+
+from sj_distill import rate, sj, zoo
+from sj_distill.distill import distill_step
+from sj_distill.hybrid import Adapter, BlockReplacement
+from sj_distill.losses import BRDLoss, KDLoss
+from sj_distill.models import create_model
+
+from _cached_teachers import teacher
+
+
+def small_pair(**kwargs):
+    """cifar_resnet20 (width 8) + timm resnet18 (widths 8..64): pairs layer1, layer2."""
+    student = create_model("cifar_resnet20", 10, width=8)
+    return BlockReplacement(student, teacher("resnet18", small=True), **kwargs)
+
+
+def grads(module):
+    return [p.grad for p in module.parameters()]
+
+
+def reached(module):
+    return any(g is not None and g.abs().sum() > 0 for g in grads(module))
+
+
+def untouched(module):
+    return all(g is None or g.abs().sum() == 0 for g in grads(module))
+
+
+def zoo_resnet18():
+    return zoo.cifar_student(spiking_resnet.spiking_resnet18(spiking_neuron=neuron.LIFNode), 10)
+
+
+@pytest.mark.parametrize("make_student, teacher_name, pairs, size, batch", [
+    (lambda: create_model("cifar_resnet18", 10), "resnet18",
+     {"layer1": "layer1", "layer2": "layer2", "layer3": "layer3"}, 8, 2),
+    (lambda: create_model("cifar_resnet19", 10), "resnet34",
+     {"layer1": "layer1", "layer2": "layer2"}, 8, 2),
+    (zoo_resnet18, "resnet18", {"layer1": "layer1", "layer2": "layer2", "layer3": "layer3"}, 8, 2),
+    (lambda: create_model("cifar_vgg11", 10), "vgg11_bn",
+     {"layer1": "features.3", "layer2": "features.7", "layer3": "features.14",
+      "layer4": "features.21"}, 32, 1),
+], ids=["cifar_resnet18+resnet18", "cifar_resnet19+resnet34", "zoo_spiking_resnet18+resnet18",
+        "cifar_vgg11+vgg11_bn"])
+def test_required_pairs_train_end_to_end(make_student, teacher_name, pairs, size, batch):
+    student = make_student()
+    hybrid = BlockReplacement(student, teacher(teacher_name))
+    assert hybrid.pairs == pairs
+    t_info = {f["module"]: f for f in hybrid.teacher.feature_info}
+    for point, adapter in hybrid.adapters.items():
+        assert adapter.conv.out_channels == t_info[pairs[point]]["num_chs"]
+    hybrid.train()
+    out = hybrid(torch.rand(2, batch, 3, size, size))
+    assert out["student"].shape == (2, batch, 10) and out["teacher"].shape == (batch, 10)
+    assert set(out["hybrids"]) == set(pairs)
+    for point, (adapted, feature) in out["feature_pairs"].items():
+        assert adapted.shape == feature.shape
+    BRDLoss()(out["student"], out["teacher"], torch.tensor([0, 1])[:batch],
+              hybrid_logits=out["hybrids"]).backward()
+    first_conv = next(m for m in student.modules() if isinstance(m, nn.Conv2d))
+    assert first_conv.weight.grad.abs().sum() > 0
+    assert all(p.grad is None for p in hybrid.teacher.parameters())
+
+
+@pytest.mark.parametrize("use_rate", [False, True], ids=["bptt", "rate_bp"])
+def test_each_hybrid_reaches_only_the_student_stages_before_its_point(use_rate):
+    hybrid = small_pair()
+    assert hybrid.pairs == {"layer1": "layer1", "layer2": "layer2"}
+    if use_rate:
+        rate.enable(hybrid.student)
+    hybrid.train()
+    s = hybrid.student
+    for point, before, after in [("layer1", [s.conv1, s.layer1], [s.layer2, s.layer3, s.fc]),
+                                 ("layer2", [s.conv1, s.layer1, s.layer2], [s.layer3, s.fc])]:
+        hybrid.zero_grad(set_to_none=True)
+        out = hybrid(torch.rand(2, 3, 3, 16, 16))
+        assert out["student"].shape == ((3, 10) if use_rate else (2, 3, 10))
+        out["hybrids"][point].pow(2).sum().backward()
+        assert all(reached(m) for m in before), point
+        assert all(untouched(m) for m in after), point
+        assert reached(hybrid.adapters[point])
+        assert all(p.grad is None for p in hybrid.teacher.parameters())
+        sj.reset(hybrid.student)
+
+
+def test_rate_features_equal_the_time_mean_of_bptt_spikes():
+    bptt = small_pair()
+    student = copy.deepcopy(bptt.student)
+    rated = BlockReplacement(rate.enable(student), bptt.teacher)
+    rated.adapters.load_state_dict(bptt.adapters.state_dict())
+    spikes = {}
+    bptt.student.layer1.register_forward_hook(lambda m, i, o: spikes.setdefault("layer1", o))
+    x = torch.rand(4, 3, 3, 16, 16)
+    bptt.train(), rated.train()
+    out_b, out_r = bptt(x), rated(x)
+    assert spikes["layer1"].dim() == 5
+    torch.testing.assert_close(out_r["student"], out_b["student"].mean(0), atol=1e-5, rtol=1e-5)
+    for point in ("layer1", "layer2"):
+        torch.testing.assert_close(out_r["feature_pairs"][point][0],
+                                   out_b["feature_pairs"][point][0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out_b["feature_pairs"]["layer1"][0],
+                               bptt.adapters["layer1"](spikes["layer1"].mean(0)))
+
+
+def test_teacher_bn_statistics_and_weights_never_change():
+    hybrid = small_pair()
+    before = copy.deepcopy(hybrid.teacher.state_dict())
+    opt = torch.optim.SGD(hybrid.trainable_parameters(), lr=0.5)
+    hybrid.train()
+    assert not hybrid.teacher.training and hybrid.student.training
+    for _ in range(2):
+        distill_step(hybrid, None, (torch.rand(2, 3, 16, 16), torch.tensor([0, 1])), BRDLoss(),
+                     opt, time_steps=2)
+    for key, value in hybrid.teacher.state_dict().items():
+        torch.testing.assert_close(value, before[key])
+    assert all(not p.requires_grad for p in hybrid.teacher.parameters())
+
+
+def test_explicit_pairs_across_reductions_resize():
+    student = create_model("cifar_resnet20", 10, width=8)
+    vgg = teacher("vgg11_bn")
+    with pytest.raises(ValueError, match="no teacher feature has reduction 1"):
+        BlockReplacement(student, vgg, points=["layer1"])
+    hybrid = BlockReplacement(student, vgg, points={"layer1": "features.3", "layer2": "features.14"})
+    assert hybrid.adapters["layer2"].scale == pytest.approx(2 / 8)
+    out = hybrid(torch.rand(2, 2, 3, 32, 32))
+    assert out["feature_pairs"]["layer1"][0].shape == (2, 64, 16, 16)
+    assert out["feature_pairs"]["layer2"][0].shape == (2, 256, 4, 4)
+
+
+def test_adapter_resizes_both_ways_and_rejects_fractional_sizes():
+    assert Adapter(4, 6, 1, 4)(torch.rand(2, 4, 8, 8)).shape == (2, 6, 2, 2)
+    assert Adapter(4, 6, 4, 2)(torch.rand(2, 4, 3, 3)).shape == (2, 6, 6, 6)
+    with pytest.raises(ValueError, match="cannot resize features"):
+        Adapter(4, 6, 1, 4)(torch.rand(2, 4, 6, 6))
+
+
+def test_bad_points_and_students_give_clear_errors():
+    student = create_model("cifar_resnet20", 10, width=8)
+    small = teacher("resnet18", small=True)
+    with pytest.raises(ValueError, match=r"\['layer9'\] are not student stages"):
+        BlockReplacement(student, small, points=["layer9"])
+    with pytest.raises(ValueError, match=r"\['layer7'\] are not teacher features"):
+        BlockReplacement(student, small, points={"layer1": "layer7"})
+    with pytest.raises(TypeError, match="has no feature_info"):
+        BlockReplacement(nn.Sequential(nn.Conv2d(3, 3, 1)), small)
+    liar = create_model("cifar_resnet20", 10, width=8)
+    liar.feature_info = [dict(f) for f in liar.feature_info]
+    liar.feature_info[1]["num_chs"] = 12
+    hybrid = BlockReplacement(liar, small, points=["layer1"])
+    with pytest.raises(ValueError, match="gives 8 channels, its feature_info says 12"):
+        hybrid(torch.rand(1, 2, 3, 16, 16))
+
+
+def test_distill_step_resets_neurons_and_returns_losses():
+    student = create_model("cifar_resnet20", 10, width=8)
+    small = teacher("resnet18", small=True)
+    loss_fn = KDLoss()
+    out = distill_step(student, small, (torch.rand(2, 3, 16, 16), torch.tensor([3, 4])), loss_fn,
+                       time_steps=2)
+    assert out["loss"].requires_grad and out["student"].shape == (2, 2, 10)
+    assert set(out["parts"]) == {"ce", "kl", "total"}
+    neurons = [m for m in student.modules() if isinstance(m, neuron.BaseNode)]
+    assert all(isinstance(n.v, float) for n in neurons)  # reset_net restores the float state
+    weight = student.fc.weight.detach().clone()
+    opt = torch.optim.SGD(student.parameters(), lr=0.1)
+    out = distill_step(student, small, (torch.rand(2, 3, 16, 16), torch.tensor([3, 4])), loss_fn,
+                       opt, time_steps=2)
+    assert not out["loss"].requires_grad and not torch.equal(student.fc.weight, weight)
+    assert all(isinstance(n.v, float) for n in neurons)
+    with pytest.raises(ValueError, match="time_steps=T"):
+        distill_step(student, small, (torch.rand(2, 3, 16, 16), torch.tensor([3, 4])), loss_fn)
+    with pytest.raises(ValueError, match="carries its own teacher"):
+        distill_step(small_pair(), teacher("resnet18"), (torch.rand(2, 3, 16, 16),
+                     torch.tensor([3, 4])), BRDLoss(), time_steps=2)
