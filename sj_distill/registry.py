@@ -7,6 +7,19 @@ import inspect
 from typing import Any, Callable, Dict, List
 
 
+def check_params(fn: Callable, params: Dict, where: str, what: str) -> None:
+    """Raise ``KeyError`` naming the recipe key ``where.key`` for each key of ``params`` that
+    ``fn`` does not accept (``what`` names ``fn`` in the message)."""
+    sig = inspect.signature(fn)
+    if any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()):
+        return
+    for key in params:
+        if key not in sig.parameters:
+            accepted = [p for p in sig.parameters if p not in ("self", "args", "kwargs")]
+            raise KeyError(f"'{where}.{key}' is not a parameter of {what} "
+                           f"(parameters: {', '.join(accepted)})")
+
+
 class Registry:
     """Name -> builder for one kind of object.
 
@@ -39,14 +52,7 @@ class Registry:
 
     def check_params(self, name: str, params: Dict, where: str = "") -> None:
         """Raise ``KeyError`` naming ``where.key`` for a parameter ``name``'s builder lacks."""
-        sig = inspect.signature(self.get(name, where))
-        if any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()):
-            return
-        for key in params:
-            if key not in sig.parameters:
-                accepted = [p for p in sig.parameters if p not in ("self", "args", "kwargs")]
-                raise KeyError(f"'{where}.{key}' is not a parameter of {self.kind} {name!r} "
-                               f"(parameters: {', '.join(accepted)})")
+        check_params(self.get(name, where), params, where, f"{self.kind} {name!r}")
 
     def build(self, name: str, *args, where: str = "", **params):
         builder = self.get(name, where)
@@ -68,6 +74,6 @@ SCHEDULERS.register("constant", "sj_distill.engine.optim:build_constant")
 
 LOSSES = Registry("loss")
 LOSSES.register("ce", "sj_distill.engine.objectives:CrossEntropyOnMean")
-
-STUDENTS = Registry("student model")
-TEACHERS = Registry("teacher model")
+LOSSES.register("kd", "sj_distill.losses:KDLoss")
+LOSSES.register("tser", "sj_distill.losses:TSERLoss")
+LOSSES.register("brd", "sj_distill.losses:BRDLoss")

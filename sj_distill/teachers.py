@@ -214,6 +214,21 @@ def split_model(model: nn.Module, image_size: int = 32, name: str = "") -> Teach
     return Teacher(stem, stages, head, feature_info, name=name)
 
 
+def create_ann(name: str, num_classes: int = 10, in_chans: int = 3, cifar: bool = True,
+               **timm_kwargs) -> nn.Module:
+    """A trainable (not frozen, not split) timm model, with the CIFAR stem when ``cifar``;
+    nothing is downloaded (``pretrained=False``)."""
+    import timm
+
+    if "pretrained" in timm_kwargs:
+        raise ValueError("sj-distill downloads nothing: pass checkpoint=PATH for weights")
+    model = timm.create_model(name, pretrained=False, num_classes=num_classes,
+                              in_chans=in_chans, **timm_kwargs)
+    if cifar:
+        cifar_stem(model)
+    return model
+
+
 def create_teacher(name: str, num_classes: int = 10, in_chans: int = 3, cifar: bool = True,
                    checkpoint: Optional[str] = None, ignore_head: bool = False,
                    image_size: int = 32, **timm_kwargs) -> Teacher:
@@ -229,14 +244,7 @@ def create_teacher(name: str, num_classes: int = 10, in_chans: int = 3, cifar: b
         image_size: probe size used to check the split and measure reductions.
         timm_kwargs: passed to ``timm.create_model`` (e.g. ``channels=(16, 32, 64, 128)``).
     """
-    import timm
-
-    if "pretrained" in timm_kwargs:
-        raise ValueError("create_teacher downloads nothing: pass checkpoint=PATH for weights")
-    model = timm.create_model(name, pretrained=False, num_classes=num_classes,
-                              in_chans=in_chans, **timm_kwargs)
-    if cifar:
-        cifar_stem(model)
+    model = create_ann(name, num_classes, in_chans, cifar, **timm_kwargs)
     if checkpoint is not None:
         load_weights(model, checkpoint, ignore_head=ignore_head)
     return split_model(model, image_size=image_size, name=name)

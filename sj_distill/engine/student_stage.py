@@ -1,5 +1,11 @@
 """The student stage's objective, by recipe: plain CE, logit distillation (KD, TSER) or
-block-wise replacement (BRD), trained by BPTT or rate-based backprop."""
+block-wise replacement (BRD), trained by BPTT or rate-based backprop.
+
+With rate-based backprop the 1/T gradient scaling of the public rate-BP code
+(``train.scale_grad_by_T``) is applied to the *total* loss here, rather than at the student's
+output inside :func:`sj_distill.rate.enable`, so that the hybrid branches of BRD, whose
+gradients reach the student without passing through its output, are scaled alike.
+"""
 from __future__ import annotations
 
 from typing import Dict, Tuple
@@ -11,18 +17,44 @@ from ..config import RecipeError
 from ..registry import LOSSES
 from .objectives import time_mean
 
+#: loss name -> (needs a teacher, needs per-step logits [T,B,K])
+LOSS_NEEDS = {"ce": (False, False), "kd": (True, False), "tser": (True, True),
+              "brd": (True, False)}
+
+
+def scale_gradient(t: torch.Tensor, factor: float) -> torch.Tensor:
+    """``t`` with its value unchanged and its gradient multiplied by ``factor``."""
+    return t.detach() + factor * (t - t.detach())
+
 
 class LogitObjective:
     """``loss(student_logits, teacher_logits, target)`` on the student's output."""
 
-    def __init__(self, loss_fn: nn.Module):
-        self.loss_fn = loss_fn
-        self.needs_teacher_logits = getattr(loss_fn, "needs_teacher", True)
+    def __init__(self, loss_fn: nn.Module, needs_teacher: bool, grad_factor: float):
+        self.loss_fn, self.needs_teacher_logits, self.grad_factor = loss_fn, needs_teacher, grad_factor
 
     def __call__(self, model, x_seq, x_ann, y, teacher_logits):
         logits = model(x_seq)
         loss = self.loss_fn(logits, teacher_logits, y)
-        return loss, dict(getattr(self.loss_fn, "parts", {})), time_mean(logits).detach()
+        return (scale_gradient(loss, self.grad_factor), dict(getattr(self.loss_fn, "parts", {})),
+                time_mean(logits).detach())
+
+
+class BRDObjective:
+    """The BRD objective on a :class:`sj_distill.hybrid.BlockReplacement` (it runs the teacher
+    itself, on the same ANN view of the batch)."""
+
+    needs_teacher_logits = False
+
+    def __init__(self, loss_fn: nn.Module, grad_factor: float):
+        self.loss_fn, self.grad_factor = loss_fn, grad_factor
+
+    def __call__(self, model, x_seq, x_ann, y, teacher_logits):
+        out = model(x_seq, teacher_input=x_ann)
+        loss = self.loss_fn(out["student"], out["teacher"], y, hybrid_logits=out["hybrids"],
+                            feature_pairs=out["feature_pairs"])
+        parts = {k: v for k, v in getattr(self.loss_fn, "parts", {}).items() if k != "total"}
+        return scale_gradient(loss, self.grad_factor), parts, time_mean(out["student"]).detach()
 
 
 def build_loss(recipe: Dict) -> nn.Module:
@@ -34,22 +66,34 @@ def student_objective(recipe: Dict, student: nn.Module, teacher) -> Tuple[nn.Mod
     """``(trained module, objective, modules to checkpoint)`` for the recipe's student stage.
 
     The student is changed in place (rate-BP enabled when ``train.method`` is ``rate``)."""
+    name = recipe["train"]["loss"]["name"]
     loss_fn = build_loss(recipe)
+    needs_teacher, per_step = LOSS_NEEDS.get(name, (False, False))
     method = recipe["train"]["method"]
-    if getattr(loss_fn, "needs_per_step", False) and method == "rate":
-        raise RecipeError(f"train.loss '{recipe['train']['loss']['name']}' needs per-step "
-                          "logits [T,B,K], which rate-based backprop does not produce: "
-                          "set train.method=bptt")
-    if getattr(loss_fn, "needs_teacher", False) and teacher is None:
-        raise RecipeError(f"train.loss '{recipe['train']['loss']['name']}' needs a teacher: "
-                          "set teacher.model")
+    if per_step and method == "rate":
+        raise RecipeError(f"train.loss '{name}' needs per-step logits [T,B,K], which "
+                          "rate-based backprop does not produce: set train.method=bptt")
+    if needs_teacher and teacher is None:
+        raise RecipeError(f"train.loss '{name}' needs a teacher: set teacher.model")
+    if name != "brd" and recipe["train"]["brd"]["points"] is not None:
+        raise RecipeError("train.brd.points is set but train.loss is not 'brd'")
+    grad_factor = 1.0
     if method == "rate":
         from .. import rate
 
-        rate.enable(student, scale_grad_by_T=recipe["train"]["scale_grad_by_T"])
-    return student, LogitObjective(loss_fn), {"student": student}
+        rate.enable(student, scale_grad_by_T=False)
+        if recipe["train"]["scale_grad_by_T"]:
+            grad_factor = 1.0 / recipe["data"]["T"]
+    if name == "brd":
+        from ..hybrid import BlockReplacement
+
+        hybrid = BlockReplacement(student, teacher, points=recipe["train"]["brd"]["points"],
+                                  **recipe["train"]["brd"]["params"])
+        return hybrid, BRDObjective(loss_fn, grad_factor), {"student": student,
+                                                            "adapters": hybrid.adapters}
+    return student, LogitObjective(loss_fn, needs_teacher, grad_factor), {"student": student}
 
 
 def export_state(student: nn.Module) -> Dict[str, torch.Tensor]:
-    """The student's weights as the plain SNN (rate-BP switched off) would name them."""
+    """The student's weights (rate-BP patches forwards only, so the names are the plain SNN's)."""
     return student.state_dict()

@@ -22,10 +22,9 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from .. import __version__, sj
 from ..config import RecipeError
-from ..registry import DATASETS, LOSSES, OPTIMIZERS, SCHEDULERS
+from ..registry import DATASETS, OPTIMIZERS, SCHEDULERS, check_params
 from . import checkpoint, distributed
 from .loop import Stage, evaluate, fit, seed_everything
-from .objectives import logits_objective
 from .runlog import RunLog, setup_logging
 
 log = logging.getLogger("sj_distill")
@@ -108,6 +107,13 @@ def build_student(recipe: Dict, num_classes: int, in_chans: int) -> nn.Module:
     spec = recipe["student"]
     model = models.create_model(spec["model"], num_classes=num_classes, in_chans=in_chans,
                                 **spec["neuron"], **spec["options"])
+    if spec["staa"] is not None:
+        from .. import staa
+
+        if "time_steps" in spec["staa"]:
+            raise RecipeError("student.staa.time_steps is data.T; remove it from the recipe")
+        check_params(staa.patch, spec["staa"], "student.staa", "staa.patch")
+        staa.patch(model, time_steps=recipe["data"]["T"], **spec["staa"])
     return model
 
 
@@ -139,9 +145,10 @@ def run_recipe(recipe: Dict, out_dir: str | Path, data_dir: Optional[str] = None
     device = distributed.init()
     setup_logging(out_dir)
     last = out_dir / "last.pt"
-    if last.is_file() and not resume:
-        raise RecipeError(f"{out_dir} already holds a run (last.pt): pass --resume to continue "
-                          "it, or choose another --out")
+    existing = [p.name for p in (last, out_dir / "teacher_last.pt") if p.is_file()]
+    if existing and not resume:
+        raise RecipeError(f"{out_dir} already holds a run ({', '.join(existing)}): pass --resume "
+                          "to continue it, or choose another --out")
     if distributed.is_main():
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "recipe.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
