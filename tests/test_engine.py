@@ -141,3 +141,29 @@ def test_torchrun_two_processes_end_with_identical_weights(tmp_path):
     digests = summary["weight_digest_per_rank"]
     assert len(digests) == 2 and digests[0] == digests[1]
     assert summary["top1"] is not None
+
+
+def test_teacher_stage_then_brd_with_rate_bp(tmp_path):
+    from sj_distill.engine.trainer import run_recipe
+
+    recipe = config.load_recipe(str(Path(__file__).parent / "recipes" / "tiny-brd.yaml"))
+    summary = run_recipe(recipe, tmp_path)
+    assert summary["teacher_top1"] is not None and summary["loss"] == "brd"
+    rows = (tmp_path / "metrics.csv").read_text().splitlines()
+    header = rows[0].split(",")
+    assert {"train_loss_hybrid_ce", "train_loss_hybrid_kd", "train_loss_kd"} <= set(header)
+    assert [r.split(",")[0] for r in rows[1:]] == ["teacher", "student"]
+    saved = checkpoint.load(tmp_path / "last.pt")
+    assert set(saved["modules"]) == {"student", "adapters"}
+    assert (tmp_path / "teacher.pt").is_file()
+    with pytest.raises(config.RecipeError, match="pass --resume"):
+        run_recipe(recipe, tmp_path)
+
+
+def test_tser_with_rate_bp_is_refused():
+    from sj_distill.engine.student_stage import student_objective
+    from sj_distill.engine.trainer import build_student
+
+    recipe = config.load_recipe(str(TINY), ["train.method=rate", "train.loss.name=tser"])
+    with pytest.raises(config.RecipeError, match="needs per-step logits"):
+        student_objective(recipe, build_student(recipe, 10, 1), teacher=object())
