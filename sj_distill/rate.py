@@ -61,6 +61,7 @@ class _Pass:
     phase: str  # "spike" or "rate"
     T: int
     multi_step: bool
+    time_chunk: int = 1
     step: int = 0
 
 
@@ -106,6 +107,7 @@ class _ModelState:
     had_instance_forward: bool
     scale_grad_by_T: bool
     layers: List[nn.Module]
+    time_chunk: int = 1
 
 
 class _ScaleGrad(torch.autograd.Function):
@@ -130,7 +132,8 @@ def _neuron_forward(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
         return state.original_forward(x)
     record = state.next_record(current.phase, current.step, lambda: NeuronRecord(self))
     if current.phase == "spike":
-        return record.spike_forward(self, state.original_forward, x, self.step_mode == "m")
+        return record.spike_forward(self, state.original_forward, x, self.step_mode == "m",
+                                    current.time_chunk)
     return record.rate_forward(self, x, state.name)
 
 
@@ -186,7 +189,7 @@ def _model_forward(self: nn.Module, x: torch.Tensor, *args, **kwargs):
     multi_step = _model_step_mode(
         [m for m in state.layers if getattr(m, _STATE).kind == "neuron"]) == "m"
     T = x.shape[0]
-    with _phase(_Pass("spike", T, multi_step)) as current, torch.no_grad():
+    with _phase(_Pass("spike", T, multi_step, state.time_chunk)) as current, torch.no_grad():
         if multi_step:
             _begin_step(state.layers, current, 0)
             state.original_forward(x, *args, **kwargs)
@@ -332,16 +335,23 @@ def _classify(model: nn.Module) -> List[Tuple[str, nn.Module, str]]:
     return found
 
 
-def enable(model: nn.Module, scale_grad_by_T: bool = True) -> nn.Module:
+def enable(model: nn.Module, scale_grad_by_T: bool = True, time_chunk: int = 1) -> nn.Module:
     """Switch rate-based backprop on for ``model``, in place; returns ``model``.
 
     Train mode: ``model(x)`` with ``x`` ``[T, B, ...]`` returns time-mean outputs ``[B, ...]``
     with rate-based gradients; ``scale_grad_by_T`` multiplies the gradient reaching the
-    output by ``1/T`` (as the paper's code does; the value is unchanged). Eval mode: the
-    original SNN. Raises :class:`UnsupportedModuleError` naming the first module it cannot
-    treat. Enabling an enabled model only updates ``scale_grad_by_T``."""
+    output by ``1/T`` (as the paper's code does; the value is unchanged). In the spike pass
+    each multi-step neuron is called on ``time_chunk`` steps at a time (same spikes; its own
+    temporaries shrink from ``[T, ...]`` to ``[time_chunk, ...]``; larger chunks mean fewer
+    kernel calls). Eval mode: the original SNN. Raises :class:`UnsupportedModuleError`
+    naming the first module it cannot treat. Enabling an enabled model only updates
+    ``scale_grad_by_T`` and ``time_chunk``."""
+    if isinstance(time_chunk, bool) or not isinstance(time_chunk, int) or time_chunk < 1:
+        raise ValueError(f"time_chunk must be a positive int (time steps per neuron call), "
+                         f"got {time_chunk!r}")
     if is_enabled(model):
         getattr(model, _MODEL_STATE).scale_grad_by_T = bool(scale_grad_by_T)
+        getattr(model, _MODEL_STATE).time_chunk = time_chunk
         return model
     plan = _classify(model)
     _model_step_mode([m for _, m, kind in plan if kind == "neuron"])
@@ -353,7 +363,8 @@ def enable(model: nn.Module, scale_grad_by_T: bool = True) -> nn.Module:
         setattr(module, _STATE, state)
         module.forward = types.MethodType(_PATCHES[kind], module)
         layers.append(module)
-    state = _ModelState(model.forward, "forward" in model.__dict__, bool(scale_grad_by_T), layers)
+    state = _ModelState(model.forward, "forward" in model.__dict__, bool(scale_grad_by_T), layers,
+                        time_chunk)
     setattr(model, _MODEL_STATE, state)
     model.forward = types.MethodType(_model_forward, model)
     return model

@@ -365,3 +365,55 @@ def test_digits_rate_bp_within_two_points_of_bptt(capsys):
         print(f"\n[digits] BPTT {acc_bptt:.2f}%  rate-BP {acc_rate:.2f}%")
     assert acc_bptt > 85
     assert abs(acc_rate - acc_bptt) <= 2.0
+
+
+@pytest.mark.parametrize("name", ["sigmoid", "atan", "rect"])
+@pytest.mark.parametrize("alpha", [None, 3.0])
+def test_closed_form_surrogate_derivative_equals_surrogate_backward(name, alpha):
+    """The spike pass's closed-form g'(x) equals the surrogate's own backward (autograd)."""
+    from sj_distill.neurons.surrogate_grad import CLOSED_FORMS, surrogate_derivative
+    fn = sj.make_surrogate(name, alpha)
+    assert type(fn) in CLOSED_FORMS
+    x = torch.linspace(-3, 3, 2001)
+    reference = sj.surrogate_derivative(fn, x)
+    torch.testing.assert_close(surrogate_derivative(fn, x), reference, rtol=1e-6, atol=1e-7)
+    assert reference.max() > 0.1 * float(fn.alpha)
+
+
+def test_unknown_surrogate_falls_back_to_autograd():
+    """Erf has no closed form here: its backward, g'(x) = alpha / sqrt(pi) * exp(-(alpha x)^2)
+    (the primitive is erfc(-alpha x) / 2), comes through autograd."""
+    from sj_distill.neurons.surrogate_grad import CLOSED_FORMS, surrogate_derivative
+    fn = sj.make_surrogate("erf")
+    assert type(fn) not in CLOSED_FORMS
+    x = torch.linspace(-2, 2, 401)
+    expected = 1.0 / torch.pi ** 0.5 * float(fn.alpha) * torch.exp(-(float(fn.alpha) * x) ** 2)
+    torch.testing.assert_close(surrogate_derivative(fn, x), expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("config", [NEURON_CONFIGS[1], NEURON_CONFIGS[4], NEURON_CONFIGS[-1]],
+                         ids=["lif-soft", "lif-hard-detached", "plif-hard"])
+def test_time_chunked_spike_pass_equals_whole_sequence(config):
+    """Calling each neuron on 1, 2 or 4 steps at a time (T=5, so the last chunk is short)
+    gives the same output and gradients as one call over all T steps."""
+    T, N = 5, 200
+    x = torch.randn(T, N) * 0.9 + 0.5
+    net = nn.Sequential(layer.Linear(N, 64, step_mode="m"), _neuron(**config),
+                        layer.Linear(64, 3, step_mode="m"))
+    results = []
+    for chunk in (T, 1, 2, 4):
+        model = rate.enable(copy.deepcopy(net), time_chunk=chunk).train()
+        out = model(x.unsqueeze(1).expand(T, 4, N).contiguous())
+        out.pow(2).sum().backward()
+        functional.reset_net(model)
+        results.append((out.detach(), _grads(model)))
+    assert 0 < results[0][0].abs().sum()
+    for out, grads in results[1:]:
+        assert torch.equal(out, results[0][0])
+        for name, g in results[0][1].items():
+            torch.testing.assert_close(grads[name], g, rtol=1e-6, atol=1e-7)
+
+
+def test_time_chunk_must_be_positive_int():
+    with pytest.raises(ValueError, match="time_chunk must be a positive int"):
+        rate.enable(_conv_net(), time_chunk=0)

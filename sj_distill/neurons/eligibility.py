@@ -30,7 +30,7 @@ import torch
 from torch import nn
 from spikingjelly.activation_based import neuron
 
-from .. import sj
+from .surrogate_grad import surrogate_derivative
 
 #: Neuron classes with a derived eligibility recurrence (exact types: a subclass may change
 #: the dynamics, so it is refused rather than trained wrong).
@@ -92,10 +92,12 @@ class NeuronDynamics:
         """``d h / d decay`` at fixed ``v_prev`` (ParametricLIF's ``k = sigmoid(w)``)."""
         return (x if self.decay_input else 0.0) - (v_prev - self.rest)
 
-    def reset_factor(self, h: torch.Tensor, spike: torch.Tensor, sg: torch.Tensor) -> torch.Tensor:
-        """``rho = d v / d h`` through the reset (``1`` for a detached soft reset)."""
+    def reset_factor(self, h: torch.Tensor, spike: torch.Tensor,
+                     sg: torch.Tensor) -> Union[float, torch.Tensor]:
+        """``rho = d v / d h`` through the reset (the number ``1.0`` for a detached soft
+        reset, so that ``kappa`` stays one number for every neuron)."""
         if self.v_reset is None:
-            return torch.ones_like(h) if self.detach_reset else 1.0 - self.v_threshold * sg
+            return 1.0 if self.detach_reset else 1.0 - self.v_threshold * sg
         if self.detach_reset:
             return 1.0 - spike
         return 1.0 - spike + (self.v_reset - h) * sg
@@ -120,48 +122,37 @@ class EligibilityTrace:
                spike_seq: torch.Tensor) -> None:
         """Add steps. ``x_seq``: inputs ``[t, N, ...]``; ``v_start``: post-reset potential
         before the first of them ``[N, ...]``; ``v_seq``: post-reset potentials after each step
-        and ``spike_seq``: spikes, both ``[t, N, ...]`` (SpikingJelly's ``v_seq`` and output)."""
+        and ``spike_seq``: spikes, both ``[t, N, ...]`` (SpikingJelly's ``v_seq`` and output).
+
+        Works one step at a time, so its temporaries are ``[N, ...]``-sized whatever ``t``."""
+        for t in range(spike_seq.shape[0]):
+            self._step(x_seq[t], v_start if t == 0 else v_seq[t - 1], v_seq[t], spike_seq[t])
+
+    def _step(self, x: torch.Tensor, v_prev: torch.Tensor, v: torch.Tensor,
+              spike: torch.Tensor) -> None:
+        """One step, every argument ``[N, ...]``: input, post-reset potential before and after
+        it, spike."""
         dyn = self.dynamics
-        plif = dyn.kind == "plif"
-        v_prev = None
-        if dyn.v_reset is not None or plif:
-            v_prev = torch.cat([v_start.unsqueeze(0), v_seq[:-1]])
         if dyn.v_reset is None:  # soft reset: v_t = h_t - theta * s_t
-            h = v_seq + dyn.v_threshold * spike_seq
+            h = v + dyn.v_threshold * spike
         else:
-            h = dyn.charge(v_prev, x_seq)
-        sg = sj.surrogate_derivative(dyn.surrogate_function, h - dyn.v_threshold)
-        lam, gain = dyn.leak, dyn.input_gain
-        elig = torch.zeros_like(h[0]) if self.elig_sum is None else self.elig_sum
-        if dyn.v_reset is None and dyn.detach_reset:
-            # rho == 1: kappa_t is the same for every neuron, e is a weighted sum over time
-            weights = []
-            for _ in range(h.shape[0]):
-                self.kappa_v = gain + lam * self.kappa_v
-                weights.append(self.kappa_v)
-            weights = torch.stack([torch.as_tensor(w, dtype=h.dtype) for w in weights]).to(h.device)
-            elig = elig + torch.tensordot(weights, sg, dims=1)
-            rho = None
-        else:
-            rho = dyn.reset_factor(h, spike_seq, sg)
-            for t in range(h.shape[0]):
-                kappa_h = gain + lam * self.kappa_v
-                elig = elig + sg[t] * kappa_h
-                self.kappa_v = rho[t] * kappa_h
-        self.elig_sum = elig
-        if plif:
-            dh_ddecay = dyn.charge_decay_derivative(v_prev, x_seq)
-            decay_elig = self.decay_elig_sum
-            if decay_elig is None:
-                decay_elig = torch.zeros_like(h[0])
-            for t in range(h.shape[0]):
-                mu_h = dh_ddecay[t] + lam * self.mu_v
-                decay_elig = decay_elig + sg[t] * mu_h
-                self.mu_v = mu_h if rho is None else rho[t] * mu_h
-            self.decay_elig_sum = decay_elig
-        spikes = spike_seq.sum(0)
-        self.spike_sum = spikes if self.spike_sum is None else self.spike_sum + spikes
-        self.steps += h.shape[0]
+            h = dyn.charge(v_prev, x)
+        sg = surrogate_derivative(dyn.surrogate_function, h - dyn.v_threshold)
+        lam = dyn.leak
+        kappa_h = dyn.input_gain + lam * self.kappa_v
+        weighted = sg * kappa_h
+        self.elig_sum = weighted if self.elig_sum is None else self.elig_sum.add_(weighted)
+        rho = dyn.reset_factor(h, spike, sg)
+        self.kappa_v = rho * kappa_h
+        if dyn.kind == "plif":
+            mu_h = dyn.charge_decay_derivative(v_prev, x) + lam * self.mu_v
+            weighted = sg * mu_h
+            self.decay_elig_sum = (weighted if self.decay_elig_sum is None
+                                   else self.decay_elig_sum.add_(weighted))
+            self.mu_v = rho * mu_h
+        spike = spike.to(sg.dtype)
+        self.spike_sum = spike.clone() if self.spike_sum is None else self.spike_sum.add_(spike)
+        self.steps += 1
 
     def result(self) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
         """``(rate, eligibility, decay eligibility or None)``, each ``[N, ...]``."""

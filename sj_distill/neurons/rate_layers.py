@@ -47,26 +47,38 @@ class NeuronRecord:
         self.decay_elig: Optional[torch.Tensor] = None
 
     def spike_forward(self, module: nn.Module, forward: Callable, x: torch.Tensor,
-                      multi_step: bool) -> torch.Tensor:
+                      multi_step: bool, time_chunk: int) -> torch.Tensor:
         """Run SpikingJelly's own ``forward`` (no autograd) and add the steps to the trace.
 
-        Multi-step: ``x`` is ``[T,N,...]``; the post-reset potentials come from SpikingJelly's
-        ``v_seq``. Single-step: ``x`` is ``[N,...]``, one step."""
-        if multi_step:
-            v_start = _initial_state(module.v, x[0], module.v_reset)
-            stored = module.store_v_seq
-            module.store_v_seq = True
-            try:
-                spikes = forward(x)
-                v_seq = module.v_seq
-            finally:
-                module.store_v_seq = stored
-                module.v_seq = None
-            self.trace.update(x, v_start, v_seq, spikes)
-        else:
+        Multi-step: ``x`` is ``[T,N,...]``, fed to ``forward`` ``time_chunk`` steps per call
+        (the neuron keeps its potential between calls, so the spikes are those of one call
+        over all ``T``); the post-reset potentials come from SpikingJelly's ``v_seq``. Chunks
+        bound the neuron's own temporaries (SpikingJelly's CPU kernels keep several
+        ``[T,N,...]`` lists) to ``[time_chunk,N,...]``. Single-step: ``x`` is ``[N,...]``,
+        one step."""
+        if not multi_step:
             v_start = _initial_state(module.v, x, module.v_reset)
             spikes = forward(x)
             self.trace.update(x.unsqueeze(0), v_start, module.v.unsqueeze(0), spikes.unsqueeze(0))
+            return spikes
+        stored = module.store_v_seq
+        module.store_v_seq = True
+        spikes = None
+        try:
+            for start in range(0, x.shape[0], time_chunk):
+                x_chunk = x[start:start + time_chunk]
+                v_start = _initial_state(module.v, x_chunk[0], module.v_reset)
+                spike_chunk = forward(x_chunk)
+                v_seq, module.v_seq = module.v_seq, None
+                self.trace.update(x_chunk, v_start, v_seq, spike_chunk)
+                del v_seq
+                if spikes is None:
+                    spikes = spike_chunk.new_empty((x.shape[0],) + spike_chunk.shape[1:])
+                spikes[start:start + time_chunk] = spike_chunk
+                del spike_chunk
+        finally:
+            module.store_v_seq = stored
+            module.v_seq = None
         return spikes
 
     def finish(self) -> None:
@@ -115,9 +127,15 @@ class BatchNormRecord:
         if not self.uses_batch_stats(bn):
             return F.batch_norm(x, bn.running_mean, bn.running_var, bn.weight, bn.bias,
                                 False, 0.0, bn.eps)
-        var, mean = torch.var_mean(x, self._reduce_dims(x), unbiased=False)
-        self.chunks.append((mean, var, x.numel() // x.shape[1]))
-        return F.batch_norm(x, None, None, bn.weight, bn.bias, True, 0.0, bn.eps)
+        # momentum 1 makes torch's own batch norm hand back the batch mean and unbiased
+        # variance it normalised with: one pass over x, and the output is bit-identical to
+        # the BN's ordinary training forward
+        mean = x.new_zeros(x.shape[1])
+        var = x.new_ones(x.shape[1])
+        y = F.batch_norm(x, mean, var, bn.weight, bn.bias, True, 1.0, bn.eps)
+        count = x.numel() // x.shape[1]
+        self.chunks.append((mean, var.mul_((count - 1) / count), count))
+        return y
 
     def finish(self, bn: nn.modules.batchnorm._BatchNorm) -> None:
         """Pool the chunks' statistics and update the running statistics once."""
