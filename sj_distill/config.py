@@ -139,6 +139,10 @@ def _check_choices(recipe: Dict, source: str) -> None:
         raise RecipeError(f"{source}: 'train.method' must be one of {METHODS}, got {train['method']!r}")
     if train["amp"] not in AMP_MODES:
         raise RecipeError(f"{source}: 'train.amp' must be one of {AMP_MODES}, got {train['amp']!r}")
+    if train["sync_bn"]:
+        raise RecipeError(f"{source}: 'train.sync_bn: true' is not supported yet: torch's "
+                          "SyncBatchNorm converter drops SpikingJelly's multi-step [T,B] handling "
+                          "of BatchNorm; set it to false (per-process BN statistics)")
     for key in ("epochs",):
         if train[key] < 0:
             raise RecipeError(f"{source}: 'train.{key}' must be >= 0, got {train[key]}")
