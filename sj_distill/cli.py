@@ -57,42 +57,33 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
     import torch
 
-    from . import models, sj
+    from . import energy, models, sj
 
     model = models.create_model(args.model, num_classes=args.num_classes)
     in_chans = model.conv1.in_channels if hasattr(model, "conv1") else model.layer1[0].in_channels
     size = args.img_size or (48 if args.model == "vggsnn" else 32)
     x = torch.rand(args.T, args.batch, in_chans, size, size)
+    prof, handles = energy.attach(model, args.T)
+    prof.batch = args.batch
     start = time.perf_counter()
     with torch.no_grad():
         logits = model(x)
-        rate = float(torch.stack([m_out.mean() for m_out in _spike_outputs(model, x)]).mean())
     elapsed = time.perf_counter() - start
+    for h in handles:
+        h.remove()
+    rates = prof.firing_rates()
+    rate = sum(rates.values()) / len(rates)
     sj.reset(model)
     params = sum(p.numel() for p in model.parameters())
     print(f"model        {args.model}  (SpikingJelly {sj.SJ_VERSION})")
     print(f"parameters   {params / 1e6:.2f} M")
     print(f"input        {tuple(x.shape)}  [T, B, C, H, W]")
     print(f"output       {tuple(logits.shape)}  [T, B, K]")
-    print(f"stages       " + ", ".join(f"{f['module']}({f['num_chs']}ch,/{f['reduction']})"
+    print("stages       " + ", ".join(f"{f['module']}({f['num_chs']}ch,/{f['reduction']})"
                                          for f in model.feature_info))
     print(f"firing rate  {rate:.4f}  (mean over spiking layers)")
     print(f"forward      {elapsed * 1000:.0f} ms on CPU, no grad")
     return 0
-
-
-def _spike_outputs(model, x):
-    """Outputs of every spiking neuron layer for input ``x`` (one extra no-grad forward)."""
-    from . import sj
-
-    outputs = []
-    hooks = [m.register_forward_hook(lambda _m, _i, out: outputs.append(out))
-             for m in model.modules() if sj.is_spiking_neuron(m)]
-    sj.reset(model)
-    model(x)
-    for h in hooks:
-        h.remove()
-    return outputs
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:

@@ -143,9 +143,8 @@ def _check_choices(recipe: Dict, source: str) -> None:
         raise RecipeError(f"{source}: 'train.sync_bn: true' is not supported yet: torch's "
                           "SyncBatchNorm converter drops SpikingJelly's multi-step [T,B] handling "
                           "of BatchNorm; set it to false (per-process BN statistics)")
-    for key in ("epochs",):
-        if train[key] < 0:
-            raise RecipeError(f"{source}: 'train.{key}' must be >= 0, got {train[key]}")
+    if train["epochs"] < 0:
+        raise RecipeError(f"{source}: 'train.epochs' must be >= 0, got {train['epochs']}")
     if recipe["data"]["T"] < 1:
         raise RecipeError(f"{source}: 'data.T' must be >= 1, got {recipe['data']['T']}")
 

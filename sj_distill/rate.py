@@ -28,13 +28,12 @@ import contextlib
 import types
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Callable, Iterator, List, Optional, Tuple
 
 import torch
 from torch import nn
 from spikingjelly.activation_based import layer, neuron
 
-from . import sj
 from .neurons import BatchNormRecord, MaxPoolRecord, NeuronRecord, SUPPORTED_NEURONS
 
 __all__ = ["enable", "disable", "is_enabled", "current_phase", "UnsupportedModuleError"]

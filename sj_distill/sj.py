@@ -29,7 +29,6 @@ LEGACY: bool = SJ_VERSION.startswith("0.0.0.0")
 ChargeNeuronBase = neuron.BaseNode if LEGACY else neuron.SimpleBaseNode
 
 NEURON_KINDS = ("lif", "if", "plif")
-SURROGATES = ("sigmoid", "atan", "rect", "erf", "piecewise_quadratic")
 BACKENDS = ("auto", "torch", "cupy")
 
 

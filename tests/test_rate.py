@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
-from spikingjelly.activation_based import functional, layer, surrogate
+from spikingjelly.activation_based import functional, layer
 
 from sj_distill import models, rate, sj, zoo
 

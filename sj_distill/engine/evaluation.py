@@ -2,20 +2,19 @@
 student, with a PNG of the firing rate per layer."""
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 from typing import Dict, Optional
 
 import torch
-from tqdm import tqdm
 
-from .. import energy, sj
+from .. import energy
 from . import checkpoint
-from .metrics import Meter
+from .loop import evaluate
 from .trainer import build_data, build_student, input_adapter
 
 
-@torch.no_grad()
 def evaluate_checkpoint(path: str, data_dir: Optional[str] = None, out_dir: Optional[str] = None,
                         batch_size: Optional[int] = None, max_batches: Optional[int] = None) -> Dict:
     """Evaluate ``student.pt`` (or ``last.pt``) of a recipe run; writes ``eval.json`` and
@@ -36,18 +35,17 @@ def evaluate_checkpoint(path: str, data_dir: Optional[str] = None, out_dir: Opti
     to_snn = input_adapter(T, getattr(test_set, "time_major", False))
     loader = torch.utils.data.DataLoader(test_set, batch_size=batch_size or recipe["data"]["eval_batch_size"])
     prof, handles = energy.attach(model, T)
-    meter = Meter()
-    for i, (x, y) in enumerate(tqdm(loader, desc="eval", leave=False, disable=None)):
-        if max_batches is not None and i >= max_batches:
-            break
+
+    def profiled_input(x):
         prof.batch = x.shape[0]
-        logits = model(to_snn(x)).mean(0)
-        sj.reset(model)
-        meter.update(float(torch.nn.functional.cross_entropy(logits, y)), logits, y)
+        return to_snn(x)
+
+    metrics = evaluate(model, itertools.islice(loader, max_batches), profiled_input,
+                       torch.device("cpu"))
     for h in handles:
         h.remove()
     rates = prof.firing_rates()
-    result = {"checkpoint": str(path), "recipe": recipe["name"], **meter.result(),
+    result = {"checkpoint": str(path), "recipe": recipe["name"], **metrics,
               **prof.operations(), "T": T, "firing_rates": rates,
               "mean_firing_rate": sum(rates.values()) / max(len(rates), 1)}
     target = Path(out_dir) if out_dir else Path(path).parent

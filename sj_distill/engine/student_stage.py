@@ -93,7 +93,3 @@ def student_objective(recipe: Dict, student: nn.Module, teacher) -> Tuple[nn.Mod
                                                             "adapters": hybrid.adapters}
     return student, LogitObjective(loss_fn, needs_teacher, grad_factor), {"student": student}
 
-
-def export_state(student: nn.Module) -> Dict[str, torch.Tensor]:
-    """The student's weights (rate-BP patches forwards only, so the names are the plain SNN's)."""
-    return student.state_dict()

@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from .. import __version__, sj
 from ..config import RecipeError
+from ..distill import snn_input
 from ..registry import DATASETS, OPTIMIZERS, SCHEDULERS, check_params
 from . import checkpoint, distributed
 from .loop import Stage, evaluate, fit, seed_everything
@@ -93,7 +94,7 @@ def input_adapter(T: int, time_major: bool):
     event frames ``[B,T,...]`` are made time-major."""
     if time_major:
         return lambda x: x.transpose(0, 1).contiguous()
-    return lambda x: x.unsqueeze(0).expand(T, *x.shape).contiguous()
+    return lambda x: snn_input(x, T).contiguous()
 
 
 def teacher_view(time_major: bool):
@@ -177,7 +178,7 @@ def run_recipe(recipe: Dict, out_dir: str | Path, data_dir: Optional[str] = None
             device, resume)
 
     student = build_student(recipe, num_classes, in_chans).to(device)
-    from .student_stage import export_state, student_objective
+    from .student_stage import student_objective
 
     trained, objective, checkpointed = student_objective(recipe, student, teacher)
     trained = trained.to(device)
@@ -190,11 +191,11 @@ def run_recipe(recipe: Dict, out_dir: str | Path, data_dir: Optional[str] = None
         recipe["train"]["epochs"])
 
     def train_step(x, y):
-        teacher_logits = None
+        x_ann, teacher_logits = to_ann(x), None
         if teacher is not None and objective.needs_teacher_logits:
             with torch.no_grad():
-                teacher_logits = teacher(to_ann(x))
-        return objective(ddp_model, to_snn(x), to_ann(x), y, teacher_logits)
+                teacher_logits = teacher(x_ann)
+        return objective(ddp_model, to_snn(x), x_ann, y, teacher_logits)
 
     stage = Stage(
         name="student", model=trained, state=checkpointed, optimizer=optimizer,
@@ -215,7 +216,7 @@ def run_recipe(recipe: Dict, out_dir: str | Path, data_dir: Optional[str] = None
         "weight_digest_per_rank": digests,
     }
     if distributed.is_main():
-        checkpoint.save_atomic({"recipe": recipe, "model": export_state(student),
+        checkpoint.save_atomic({"recipe": recipe, "model": student.state_dict(),
                                 "summary": summary}, out_dir / "student.pt")
         (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
         log.info("done: top1 %.2f (expected %s) in %.0fs", summary["top1"] or float("nan"),
