@@ -318,6 +318,8 @@ def _classify(model: nn.Module) -> List[Tuple[str, nn.Module, str]]:
                 "use multi-step layers (step_mode='m') or SeqToANNContainer instead."
             )
         children = list(module.named_children())
+        if not children and isinstance(module, nn.Sequential):
+            return  # an empty container (the ``nn.Sequential()`` shortcut idiom) is the identity
         if not children and not isinstance(module, LINEAR_LEAVES):
             raise UnsupportedModuleError(
                 f"rate-based backprop does not know how to treat {where}. Supported: "
