@@ -68,7 +68,8 @@ def test_unknown_loss_parameter_names_recipe_key():
     from sj_distill.engine.student_stage import build_loss
 
     recipe = config.load_recipe(str(TINY), ["train.loss.params.smoothing=0.1"])
-    with pytest.raises(KeyError, match=r"'train\.loss\.params\.smoothing' is not a parameter"):
+    with pytest.raises(config.RecipeError,
+                       match=r"'train\.loss\.params\.smoothing' is not a parameter"):
         build_loss(recipe)
 
 
