@@ -105,6 +105,7 @@ def test_existing_run_is_not_overwritten_without_resume(tmp_path):
         run_recipe(config.load_recipe(str(TINY)), tmp_path)
 
 
+@pytest.mark.slow
 def test_sigkill_mid_epoch_then_resume_matches_uninterrupted_run(tmp_path):
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     args = [str(TINY), "train.epochs=3", "train.max_batches=6"]
@@ -133,6 +134,7 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted_run(tmp_path):
     assert _final_row(straight) == _final_row(killed)
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_end_with_identical_weights(tmp_path):
     out = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",

@@ -44,9 +44,9 @@ def zoo_resnet18():
     (lambda: create_model("cifar_resnet19", 10), "resnet34",
      {"layer1": "layer1", "layer2": "layer2"}, 8, 2),
     (zoo_resnet18, "resnet18", {"layer1": "layer1", "layer2": "layer2", "layer3": "layer3"}, 8, 2),
-    (lambda: create_model("cifar_vgg11", 10), "vgg11_bn",
-     {"layer1": "features.3", "layer2": "features.7", "layer3": "features.14",
-      "layer4": "features.21"}, 32, 1),
+    pytest.param(lambda: create_model("cifar_vgg11", 10), "vgg11_bn",
+                 {"layer1": "features.3", "layer2": "features.7", "layer3": "features.14",
+                  "layer4": "features.21"}, 32, 1, marks=pytest.mark.slow),
 ], ids=["cifar_resnet18+resnet18", "cifar_resnet19+resnet34", "zoo_spiking_resnet18+resnet18",
         "cifar_vgg11+vgg11_bn"])
 def test_required_pairs_train_end_to_end(make_student, teacher_name, pairs, size, batch):
