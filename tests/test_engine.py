@@ -88,6 +88,7 @@ def test_checkpoint_is_atomic_and_damage_is_one_clear_error(tmp_path):
         checkpoint.load(tmp_path / "missing.pt")
 
 
+@pytest.mark.slow
 def test_cli_reports_truncated_checkpoint_in_one_line(tmp_path):
     path = tmp_path / "student.pt"
     path.write_bytes(b"\x80\x02truncated")
@@ -148,6 +149,7 @@ def test_torchrun_two_processes_end_with_identical_weights(tmp_path):
     assert summary["top1"] is not None
 
 
+@pytest.mark.slow
 def test_teacher_stage_then_brd_with_rate_bp(tmp_path):
     from sj_distill.engine.trainer import run_recipe
 
