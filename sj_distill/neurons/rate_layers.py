@@ -100,10 +100,19 @@ class BatchNormRecord:
     """Spike-pass batch statistics of one use of a BatchNorm layer in one step.
 
     Spike pass: normalise with the batch statistics over every dimension but channels
-    (``T*B, H, W`` for multi-step layers); running statistics are updated once, in
-    :meth:`finish`. Rate pass: the value is normalised with the spike-pass statistics, the
-    gradient flows through the rate batch's own statistics. A BatchNorm in eval mode inside a
-    training model uses its running statistics in both passes (then it is affine)."""
+    (``T*B, H, W`` for multi-step layers; each step's own ``B, H, W`` for single-step
+    models); running statistics are updated once, in :meth:`finish`, from the statistics
+    pooled over all steps. Rate pass (Yu et al., NeurIPS 2024, as their public code does
+    it): the spike-pass mean ``mu_s`` and variance ``var_s`` give the value *and* the
+    normaliser of the gradient; only the mean and variance terms carry the rate batch's
+    gradient (``sg`` = stop-gradient)::
+
+        m = mu_s + (m_r - sg(m_r))            m_r = mean of x over (B, H, W)
+        v = relu(var_s + (v_r - sg(v_r)))     v_r = mean of (x - m)^2 over (B, H, W)
+        y = gamma * (x - m) / sqrt(v + eps) + beta
+
+    A BatchNorm in eval mode inside a training model uses its running statistics in both
+    passes (then it is affine)."""
 
     def __init__(self):
         self.chunks: List[Tuple[torch.Tensor, torch.Tensor, int]] = []
@@ -158,12 +167,11 @@ class BatchNormRecord:
         if self.uses_batch_stats(bn):
             _check_shape(f"BatchNorm '{name}'", self.mean.shape, x.shape[1:2])
             dims = self._reduce_dims(x)
-            rate_mean = x.mean(dims, keepdim=True)
-            rate_var = x.var(dims, unbiased=False, keepdim=True)
-            with_rate_stats = (x - rate_mean) / torch.sqrt(rate_var + bn.eps)
-            spike_std = torch.sqrt(self.var.view(shape) + bn.eps)
-            with_spike_stats = (x.detach() - self.mean.view(shape)) / spike_std
-            y = _straight_through(with_spike_stats, with_rate_stats)
+            mean = _straight_through(self.mean.view(shape), x.mean(dims, keepdim=True))
+            centred = x - mean
+            var = F.relu(_straight_through(self.var.view(shape),
+                                           centred.square().mean(dims, keepdim=True)))
+            y = centred / torch.sqrt(var + bn.eps)
         else:
             y = (x - bn.running_mean.view(shape)) / torch.sqrt(bn.running_var.view(shape) + bn.eps)
         if bn.affine:
