@@ -578,3 +578,32 @@ def test_identity_container_shortcuts_are_accepted_as_linear():
     upstream = torch.randn(5, 2, dtype=torch.float64)
     _assert_grads_match(_rate_grads(model, x, upstream), _reference_rate_grads(model, x, upstream),
                         1e-10)
+
+
+def test_rate_pass_bn_gradient_is_that_of_the_time_averaged_spike_pass_bn():
+    """Independent formula: the rate-pass BN gradient equals d/dx of mean_t BN(x_t), where the
+    training-mode BN normalises all T*B samples together and every x_t = x + (x_t - x) moves
+    with the time-mean x (autograd through torch's own batch norm)."""
+    torch.manual_seed(3)
+    T, B, C = 5, 6, 3
+    bn = layer.BatchNorm2d(C, step_mode="m").double()
+    with torch.no_grad():
+        bn.weight.uniform_(0.5, 1.5)
+        bn.bias.uniform_(-0.5, 0.5)
+    z = torch.randn(T, B, C, 4, 4, dtype=torch.float64) * torch.rand(T, 1, C, 1, 1) + 0.3
+    upstream = torch.randn(B, C, 4, 4, dtype=torch.float64)
+
+    x = z.mean(0).requires_grad_(True)
+    steps = x.expand(T, *x.shape) + (z - z.mean(0))
+    y = F.batch_norm(steps.flatten(0, 1), None, None, bn.weight, bn.bias, True, 0.0, bn.eps)
+    (y.view(T, B, C, 4, 4).mean(0) * upstream).sum().backward()
+
+    net = rate.enable(nn.Sequential(copy.deepcopy(bn), sj.make_neuron(kind="if", step_mode="m")),
+                      scale_grad_by_T=False).train()
+    bn_out = {}
+    net[0].register_forward_hook(lambda m, i, o: bn_out.setdefault(rate.current_phase(), o))
+    z_in = z.clone().requires_grad_(True)
+    net(z_in)
+    (bn_out["rate"] * upstream).sum().backward()
+    torch.testing.assert_close(bn_out["rate"].detach(), y.view(T, B, C, 4, 4).mean(0).detach())
+    torch.testing.assert_close(z_in.grad.sum(0), x.grad, rtol=1e-12, atol=1e-12)
