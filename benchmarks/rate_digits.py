@@ -38,8 +38,8 @@ def run(method: str, seed: int, out: Path, teacher: Path) -> float:
         if method == "rate-brd" and teacher.is_file():
             extra.append(f"teacher.checkpoint={teacher}")
         env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-        subprocess.run([sys.executable, "-m", "sj_distill", "recipe", "digits", "--out",
-                        str(run_dir), f"seed={seed}", *extra], check=True, env=env)
+        subprocess.run([sys.executable, "-m", "sj_distill", "recipe", "digits", f"seed={seed}",
+                        *extra, "--out", str(run_dir)], check=True, env=env)
     return json.loads(summary.read_text())["top1"]
 
 
