@@ -35,6 +35,7 @@ from torch import nn
 from spikingjelly.activation_based import layer, neuron
 
 from .neurons import BatchNormRecord, MaxPoolRecord, NeuronRecord, SUPPORTED_NEURONS
+from .sync_bn import SyncBatchNorm
 
 __all__ = ["enable", "disable", "is_enabled", "current_phase", "tap", "UnsupportedModuleError"]
 
@@ -44,7 +45,7 @@ LINEAR_LEAVES = (
     nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d, nn.Flatten, nn.Identity,
     nn.Dropout, nn.Dropout1d, nn.Dropout2d, layer.Dropout,
 )
-BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, SyncBatchNorm)
 MAX_POOLS = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d)
 
 _STATE = "_sj_rate"  # attribute holding the per-module state on patched modules
@@ -315,9 +316,9 @@ def _classify(model: nn.Module) -> List[Tuple[str, nn.Module, str]]:
             return
         if isinstance(module, nn.SyncBatchNorm):
             raise UnsupportedModuleError(
-                f"{where}: SyncBatchNorm is not supported by rate-based backprop; convert it "
-                "back to BatchNorm (nn.SyncBatchNorm has no revert helper: build the model "
-                "with BatchNorm) or train with BPTT."
+                f"{where}: torch's nn.SyncBatchNorm is not supported by rate-based backprop; "
+                "build the model with BatchNorm and synchronise it with "
+                "sj_distill.sync_bn.convert(model) instead."
             )
         if isinstance(module, BATCH_NORMS):
             found.append((path, module, "batchnorm"))
