@@ -46,10 +46,13 @@ def run(method: str, seed: int, out: Path, teacher: Path) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS),
+                        help="run only these (runs already finished in --out are reused, so "
+                             "one process per method can share --out)")
     parser.add_argument("--out", type=Path, default=Path("runs/rate_digits"))
     args = parser.parse_args()
     teacher = args.out / f"rate-brd-s{args.seeds[0]}" / "teacher.pt"
-    rows = {m: {s: run(m, s, args.out, teacher) for s in args.seeds} for m in METHODS}
+    rows = {m: {s: run(m, s, args.out, teacher) for s in args.seeds} for m in args.methods}
     print("| method | top-1 % (mean +- half range) | per seed |")
     print("|---|---|---|")
     for method, by_seed in rows.items():
@@ -57,8 +60,9 @@ def main() -> None:
         mean, half = sum(values) / len(values), (max(values) - min(values)) / 2
         print(f"| {method} | {mean:.2f} +- {half:.2f} | "
               f"{', '.join(f'{v:.2f}' for v in values)} |")
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(rows, indent=1) + "\n")
+    if args.methods == list(METHODS):
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        RESULTS.write_text(json.dumps(rows, indent=1) + "\n")
 
 
 if __name__ == "__main__":
