@@ -516,10 +516,10 @@ def _assert_grads_match(got, want, tol):
 
 
 def test_resnet18_rate_gradients_equal_reference_formulas_float64():
-    """cifar_resnet18, T=4, float64: value and every parameter gradient equal the reference
+    """resnet18, T=4, float64: value and every parameter gradient equal the reference
     written from the formulas (BN normaliser from the spike-pass statistics) to 1e-10."""
     torch.manual_seed(0)
-    model = models.create_model("cifar_resnet18", num_classes=10, decay=0.2, reset="soft",
+    model = models.create_model("resnet18", num_classes=10, decay=0.2, reset="soft",
                                 detach_reset=True, surrogate_fn="sigmoid", alpha=4.0).double()
     x = torch.rand(4, 4, 3, 8, 8, dtype=torch.float64) * 2
     upstream = torch.randn(4, 10, dtype=torch.float64)
