@@ -74,21 +74,22 @@ def _built(name: str, init: str = "kaiming") -> nn.Module:
     return models.create_model(name, num_classes=10, init=init)
 
 
-def _vgg_tokens(layout, in_chans, num_classes, head_in):
-    """The module sequence the rate-BP code builds for a VGG layout: conv(bias)+BN+SN per
-    number, avg pool per "A", then the head."""
+def _vgg_tokens(layout, in_chans):
+    """The module sequence the rate-BP code builds for a VGG layout's features: conv (with
+    bias) + BN + SN per number, a 2x2 average pool per "A"."""
     tokens = []
     for item in layout:
         tokens += ["avg"] if item == "A" else [f"conv{in_chans}-{item}+b", "bn", "sn"]
         in_chans = in_chans if item == "A" else item
-    return tokens, head_in
+    return tokens
 
 
 def _tokens(model: nn.Module):
     out = []
     for m in model.modules():
         if isinstance(m, nn.Conv2d):
-            out.append(f"conv{m.in_channels}-{m.out_channels}" + ("+b" if m.bias is not None else ""))
+            bias = "+b" if m.bias is not None else ""
+            out.append(f"conv{m.in_channels}-{m.out_channels}{bias}")
         elif isinstance(m, nn.BatchNorm2d):
             out.append("bn")
         elif sj.is_spiking_neuron(m):
@@ -105,10 +106,11 @@ def _tokens(model: nn.Module):
 
 A = "A"
 VGG_LAYOUTS = {  # the issue's lists, checked against model/vgg.py of the rate-BP public code
-    "vgg11": ([64, A, 128, 256, A, 512, 512, A, 512, A, 512, 512], 3, ["gap", "fc512-10"]),
+    # name: (layout, input channels, head modules, fc input features)
+    "vgg11": ([64, A, 128, 256, A, 512, 512, A, 512, A, 512, 512], 3, ["gap", "fc512-10"], 512),
     "vgg13": ([64, 64, A, 128, 128, A, 256, 256, A, 512, 512, 512, A, 512], 3,
-              ["gap", "fc512-10"]),
-    "vggsnn": ([64, 128, A, 256, 256, A, 512, 512, A, 512, 512, A], 2, ["fc4608-10"]),
+              ["gap", "fc512-10"], 512),
+    "vggsnn": ([64, 128, A, 256, 256, A, 512, 512, A, 512, 512, A], 2, ["fc4608-10"], 4608),
 }
 #: parameter counts of the public code's vgg11 / vgg13 / vggsnn_dvs (10 classes), read off
 #: instances of it; the test re-derives them from the layout by hand.
@@ -117,10 +119,9 @@ VGG_PUBLIC_PARAMS = {"vgg11": 11_001_354, "vgg13": 9_416_010, "vggsnn": 9_271_49
 
 @pytest.mark.parametrize("name", sorted(VGG_LAYOUTS))
 def test_vgg_layout_and_parameter_count_are_the_public_codes(name):
-    layout, in_chans, head = VGG_LAYOUTS[name]
+    layout, in_chans, head, fc_in = VGG_LAYOUTS[name]
     model = _built(name)
-    expected, _ = _vgg_tokens(layout, in_chans, 10, None)
-    assert _tokens(model) == expected + head
+    assert _tokens(model) == _vgg_tokens(layout, in_chans) + head
     assert all((m.kernel_size, m.padding, m.stride) == ((3, 3), (1, 1), (1, 1))
                for m in model.modules() if isinstance(m, nn.Conv2d))
     by_hand, c = 0, in_chans
@@ -128,13 +129,12 @@ def test_vgg_layout_and_parameter_count_are_the_public_codes(name):
         if item != A:
             by_hand += 9 * c * item + item + 2 * item  # conv weight + bias, BN gamma/beta
             c = item
-    fc_in = int(head[-1][2:].split("-")[0])
     by_hand += fc_in * 10 + 10
     assert _n_params(model) == by_hand == VGG_PUBLIC_PARAMS[name]
 
 
 def test_vggsnn_flattens_3x3x512_at_48x48():
-    model = _built("vggsnn")
+    model = models.create_model("vggsnn", num_classes=10)
     assert model.fc.in_features == 3 * 3 * 512 == 4608
     assert model.forward_features(torch.rand(1, 1, 2, 48, 48)).shape == (1, 1, 512, 3, 3)
 
@@ -307,7 +307,8 @@ ZOO = [
 ]
 
 
-@pytest.mark.parametrize("builder,kwargs", ZOO, ids=["spiking_resnet18", "sew_resnet18", "vgg11_bn"])
+@pytest.mark.parametrize("builder,kwargs", ZOO,
+                         ids=["spiking_resnet18", "sew_resnet18", "vgg11_bn"])
 def test_zoo_helper_makes_multistep_cifar_student(builder, kwargs):
     model = builder(spiking_neuron=sj.neuron_factory(step_mode="s"), **kwargs)
     zoo.cifar_student(model, num_classes=7, in_chans=2, avgpool_vgg=True)
@@ -322,7 +323,8 @@ def test_zoo_helper_makes_multistep_cifar_student(builder, kwargs):
 def test_zoo_helper_sets_feature_info_and_rejects_unknown_models():
     model = zoo.cifar_student(spiking_resnet.spiking_resnet18(
         spiking_neuron=sj.neuron_factory()), num_classes=10)
-    assert [f["module"] for f in model.feature_info] == ["sn1", "layer1", "layer2", "layer3", "layer4"]
+    assert [f["module"] for f in model.feature_info] == [
+        "sn1", "layer1", "layer2", "layer3", "layer4"]
     assert [f["reduction"] for f in model.feature_info] == [1, 1, 2, 4, 8]
     with pytest.raises(TypeError, match="supports SpikingJelly zoo ResNets and VGGs"):
         zoo.cifar_student(nn.Sequential(nn.Linear(2, 2)), num_classes=3)

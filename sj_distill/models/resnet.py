@@ -142,7 +142,8 @@ class SpikingResNet(nn.Module):
         self.maxpool = (nn.Identity() if stem == "cifar"
                         else layer.MaxPool2d(3, 2, 1, step_mode="m"))
         reduction = stride * (1 if stem == "cifar" else 2)
-        self.feature_info = [feature_entry("bn1" if self.sn1 is None else "sn1", stem_width, stride)]
+        stem_out = "bn1" if self.sn1 is None else "sn1"
+        self.feature_info = [feature_entry(stem_out, stem_width, stride)]
         in_ch = stem_width
         for i, (depth, width) in enumerate(zip(depths, widths), start=1):
             first_stride = 1 if i == 1 else 2
