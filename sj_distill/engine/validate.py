@@ -1,7 +1,8 @@
 """Check a whole recipe before a run starts: nothing is written and no data is read.
 
 :func:`check_recipe` resolves every registry name and builds every part of the run on a dry
-run (student, STAA patch, teacher and its split, BRD hybrids, loss, optimiser, scheduler) with
+run (student, STAA patch, synchronised BatchNorm, teacher and its split, BRD hybrids, loss,
+optimiser, scheduler) with
 placeholder shapes (:data:`PROBE_CLASSES` classes, :data:`PROBE_CHANS` input channels) instead
 of the data set's. A mistake anywhere is one :class:`~sj_distill.config.RecipeError` whose
 message starts with the recipe key to change, e.g.
@@ -92,8 +93,12 @@ def check_recipe(recipe: Dict, out_dir: Optional[Path] = None) -> None:
 
     check_data(recipe)
     teacher = _dry_teacher(recipe, out_dir)
-    with recipe_section("student"):
-        student = build_student(recipe, PROBE_CLASSES, PROBE_CHANS)
+    student = build_student(recipe, PROBE_CLASSES, PROBE_CHANS)
+    if recipe["train"]["sync_bn"]:
+        from .. import sync_bn
+
+        with recipe_section("train.sync_bn"):
+            sync_bn.convert(student)
     trained, _, _ = student_objective(recipe, student, teacher)
     params = [p for p in trained.parameters() if p.requires_grad]
     optimizer_and_scheduler(recipe["train"], params, recipe["train"]["epochs"])
