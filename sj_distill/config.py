@@ -33,6 +33,7 @@ SCHEMA: Dict[str, Any] = {
     "data": {
         "name": (str, REQUIRED),
         "root": (OPT_STR, None),
+        "download": (bool, False),
         "img_size": (int, 32),
         "T": (int, 4),
         "batch_size": (int, 64),

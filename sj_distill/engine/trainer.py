@@ -48,8 +48,9 @@ class ShardSampler(torch.utils.data.Sampler):
 def build_data(recipe: Dict, data_dir: Optional[str]):
     """``(train_set, test_set)`` of the recipe's dataset."""
     data = recipe["data"]
+    download = {"download": True} if data["download"] else {}
     return DATASETS.build(data["name"], where="data.options", root=data_dir or data["root"],
-                          img_size=data["img_size"], T=data["T"], **data["options"])
+                          img_size=data["img_size"], T=data["T"], **download, **data["options"])
 
 
 def make_loaders(recipe: Dict, train_set, test_set, seed: int) -> Tuple[DataLoader, DataLoader]:
