@@ -8,9 +8,10 @@ class DatasetError(FileNotFoundError):
 
 
 def where_to_put(root, download: str) -> str:
-    """The common tail of every dataset error message."""
+    """The common tail of every dataset error message (``root`` None: no folder was given)."""
+    looked = f"; looked in {root}" if root is not None else ""
     return (f"download it from {download}, then pass the folder with --data-dir DIR "
-            f"(or set data.root in the recipe); looked in {root}")
+            f"(or set data.root in the recipe){looked}")
 
 
 def require_root(root, dataset: str, expected: str, download: str):
@@ -18,8 +19,8 @@ def require_root(root, dataset: str, expected: str, download: str):
     from pathlib import Path
 
     if root is None:
-        raise DatasetError(f"{dataset} needs a data folder holding {expected}; "
-                           f"{where_to_put('nowhere (no --data-dir given)', download)}")
+        raise DatasetError(f"{dataset}: no data folder given (expected {expected}); "
+                           f"{where_to_put(None, download)}")
     root = Path(root).expanduser()
     if not root.is_dir():
         raise DatasetError(f"{dataset}: folder {root} does not exist (expected {expected}); "

@@ -107,6 +107,6 @@ def cifar_vgg13(num_classes: int = 10, **kwargs) -> SpikingVGG:
 
 
 @register_model
-def vggsnn(num_classes: int = 10, **kwargs) -> SpikingVGG:
+def vggsnn(num_classes: int = 10, in_chans: int = 2, img_size: int = 48, **kwargs) -> SpikingVGG:
     """VGGSNN for CIFAR10-DVS: 2 polarity channels, 48x48 frames."""
-    return _build(VGGSNN, num_classes, 2, 48, **kwargs)
+    return _build(VGGSNN, num_classes, in_chans, img_size, **kwargs)
