@@ -112,7 +112,8 @@ def test_spikingjelly_framing_loads_the_synthetic_folder(tmp_path, layout):
     assert (len(train), len(test)) == (30, 20)
     assert sorted(test.labels.tolist()) == sorted(list(range(10)) * 2)
     frames, label = test[2]  # class 1 (automobile), file 0
-    assert frames.shape == (10, 2, 48, 48) and frames.dtype == torch.float32 and label == 1
+    assert frames.shape == (10, 2, 48, 48) and frames.dtype == torch.float16 and label == 1
+    frames = frames.float()
     counts = dvs.frames_by_number(written["cifar10_automobile_0"], 10)
     expected = dvs.resize_frames(counts, 48, "bilinear")
     assert torch.allclose(frames, expected, atol=1e-2)  # float16 cache
@@ -183,6 +184,7 @@ def test_tonic_framing_reads_aedat4_with_tonic(tmp_path):
                           **SMALL)
     frames, label = test[0]
     assert frames.shape == (4, 2, 48, 48) and label == 0
+    frames = frames.float()
     events = written["cifar10_airplane_0"]
     structured = np.zeros(len(events["t"]), dtype=[("t", "<u8"), ("x", "<u2"), ("y", "<u2"),
                                                    ("p", "?")])

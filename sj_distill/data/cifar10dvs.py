@@ -299,16 +299,21 @@ def _build_cache(chosen: List[Sample], out: Path, T: int, img_size: int, resize:
 class RandomFlipRoll:
     """Training augmentation of the public rate-BP code on ``[T, C, H, W]``: flip W with
     probability 1/2, then roll by integers drawn from ``[-max_roll, max_roll]`` along H and W
-    (circularly); torch's RNG."""
+    (circularly); torch's RNG. Done as one gather: output pixel ``(i, j)`` is input pixel
+    ``((i - dy) mod H, c((j - dx) mod W))`` with ``c(k) = W - 1 - k`` when flipped."""
 
     def __init__(self, max_roll: int = 5):
         self.max_roll = max_roll
 
     def __call__(self, frames: torch.Tensor) -> torch.Tensor:
-        if torch.rand(()) < 0.5:
-            frames = torch.flip(frames, dims=(3,))
+        height, width = frames.shape[-2:]
+        flip = bool(torch.rand(()) < 0.5)
         dy, dx = torch.randint(-self.max_roll, self.max_roll + 1, (2,)).tolist()
-        return torch.roll(frames, shifts=(dy, dx), dims=(2, 3))
+        rows = (torch.arange(height) - dy) % height
+        cols = (torch.arange(width) - dx) % width
+        if flip:
+            cols = width - 1 - cols
+        return frames[..., rows[:, None], cols[None, :]]
 
 
 def discover(root, framing: str = "spikingjelly", T: int = 10, split_by: str = "number",
@@ -337,7 +342,8 @@ def discover(root, framing: str = "spikingjelly", T: int = 10, split_by: str = "
 
 
 class CIFAR10DVS(Dataset):
-    """Framed CIFAR10-DVS: items are ``(frames [T, 2, img_size, img_size] float32, label)``.
+    """Framed CIFAR10-DVS: items are ``(frames [T, 2, img_size, img_size] float16, label)``
+    (float16 as cached: half the bytes to copy and collate; the engine casts to float32).
 
     Args:
         root: the dataset folder (see the module docstring for each framing's layout).
@@ -383,7 +389,7 @@ class CIFAR10DVS(Dataset):
         return len(self.labels)
 
     def __getitem__(self, index: int):
-        frames = torch.from_numpy(np.array(self.frames[index], dtype=np.float32))
+        frames = torch.from_numpy(np.array(self.frames[index]))
         if self.transform is not None:
             frames = self.transform(frames)
         return frames, int(self.labels[index])
