@@ -155,6 +155,23 @@ def _md5(path: Path) -> str:
     return digest.hexdigest()
 
 
+_VERIFIED = set()
+
+
+def verify_zip(archive: Path, name: str) -> None:
+    """A :class:`DatasetError` unless ``archive`` has the MD5 of the original ``name.zip``
+    (each file version is hashed once per process)."""
+    stat = archive.stat()
+    version = (str(archive), stat.st_size, stat.st_mtime_ns)
+    if version in _VERIFIED:
+        return
+    if _md5(archive) == SJ_ZIP_MD5[name]:
+        _VERIFIED.add(version)
+    else:
+        raise DatasetError(f"CIFAR10-DVS: {archive} has the wrong MD5 (a partial or corrupt "
+                           f"download): delete it and download it again from {SJ_DOWNLOAD}")
+
+
 def _zip_samples(root: Path, verify_md5: bool) -> List[Sample]:
     samples = []
     for label, name in enumerate(CLASSES):
@@ -163,9 +180,8 @@ def _zip_samples(root: Path, verify_md5: bool) -> List[Sample]:
             raise DatasetError(f"CIFAR10-DVS: {archive} is missing (partial download: expected "
                                f"the ten class zips {', '.join(CLASSES)}); "
                                f"{where_to_put(root, SJ_DOWNLOAD)}")
-        if verify_md5 and _md5(archive) != SJ_ZIP_MD5[name]:
-            raise DatasetError(f"CIFAR10-DVS: {archive} has the wrong MD5 (a partial or corrupt "
-                               f"download): delete it and download it again from {SJ_DOWNLOAD}")
+        if verify_md5:
+            verify_zip(archive, name)
         try:
             with zipfile.ZipFile(archive) as handle:
                 members = sorted(m for m in handle.namelist() if m.endswith(".aedat"))
@@ -275,7 +291,7 @@ def cache_key(framing: str, T: int, split_by: str, img_size: int, resize: str,
     the recordings (names and sizes) and the stage they were read from."""
     listing = hashlib.sha1()
     for s in sorted(samples, key=lambda s: (s.label, s.name)):
-        size = os.path.getsize(s.path) if s.member is None else 0
+        size = os.path.getsize(s.path)
         listing.update(f"{s.label}/{s.name}/{s.kind}/{size}/{s.member}\n".encode())
     return (f"{framing}-T{T}-{split_by}-{img_size}px-{resize}-test{test_per_class}"
             f"-v{CACHE_VERSION}-{listing.hexdigest()[:12]}")
@@ -372,13 +388,16 @@ class CIFAR10DVS(Dataset):
         if resize not in RESIZES:
             raise ValueError(f"data.options.resize must be one of {RESIZES}, got {resize!r}")
         root, samples, _, _ = discover(root, framing, T, split_by, samples_per_class,
-                                       test_per_class, verify_md5)
+                                       test_per_class, verify_md5=False)
         key = cache_key(framing, T, split_by, img_size, resize, test_per_class, samples)
         self.cache = Path(cache_dir or root / "sj-distill-cache") / key / \
             ("train" if train else "test")
         from ..engine import distributed
 
         if distributed.is_main() and not (self.cache / "frames.npy").is_file():
+            if verify_md5:  # checksums only when the zips are about to be read
+                for archive in sorted({Path(s.path) for s in samples if s.member is not None}):
+                    verify_zip(archive, archive.stem)
             _build_cache(split(samples, train, test_per_class), self.cache, T, img_size, resize)
         distributed.barrier()
         self.frames = np.load(self.cache / "frames.npy", mmap_mode="r")
