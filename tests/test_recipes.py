@@ -102,7 +102,8 @@ def test_sources_must_name_recipe_values_and_a_known_kind():
 def test_list_groups_recipes_by_paper(capsys):
     assert main(["list", "nothing-matches"]) == 0
     out = capsys.readouterr().out.splitlines()
-    headers = [line.strip() for line in out if line.startswith("  ") and not line.startswith("    ")]
+    headers = [line.strip() for line in out
+               if line.startswith("  ") and not line.startswith("    ")]
     assert headers[:4] == ["rate-BP (Yu et al., NeurIPS 2024)", "BRD (Yang, Yu et al., CVPR 2025)",
                            "TSER (Yu et al., CVPR 2025)", "STAA-SNN (Zhang, Yu et al., CVPR 2025)"]
     row = next(line for line in out if line.strip().startswith("staa-cifar100-ablation-pe "))

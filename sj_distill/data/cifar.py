@@ -45,7 +45,9 @@ class Cutout:
         cx = int(torch.randint(0, width, ()))
         half = self.length // 2
         out = image.clone()
-        out[..., max(0, cy - half):min(height, cy + half), max(0, cx - half):min(width, cx + half)] = 0
+        rows = slice(max(0, cy - half), min(height, cy + half))
+        cols = slice(max(0, cx - half), min(width, cx + half))
+        out[..., rows, cols] = 0
         return out
 
 

@@ -59,7 +59,8 @@ SJ_DOWNLOAD = "https://figshare.com/articles/dataset/CIFAR10-DVS_New/4724671 (th
 TONIC_DOWNLOAD = "https://figshare.com/ndownloader/files/38023437 (CIFAR10DVS.zip, aedat4)"
 #: MD5 of the ten original archives (as listed in SpikingJelly's CIFAR10DVS.resource_url_md5)
 SJ_ZIP_MD5 = {
-    "airplane": "0afd5c4bf9ae06af762a77b180354fdd", "automobile": "8438dfeba3bc970c94962d995b1b9bdd",
+    "airplane": "0afd5c4bf9ae06af762a77b180354fdd",
+    "automobile": "8438dfeba3bc970c94962d995b1b9bdd",
     "bird": "a9c207c91c55b9dc2002dc21c684d785", "cat": "52c63c677c2b15fa5146a8daf4d56687",
     "deer": "b6bf21f6c04d21ba4e23fc3e36c8a4a3", "dog": "f379ebdf6703d16e0a690782e62639c3",
     "frog": "cad6ed91214b1c7388a5f6ee56d08803", "horse": "e7cbbf77bec584ffbf913f00e682782a",
