@@ -31,12 +31,12 @@ def test_recipe_cifar10dvs_without_data_is_one_error_line(tmp_path, capsys):
 
 def test_recipe_cifar10dvs_trains_on_a_synthetic_folder(tmp_path, capsys):
     """The headline recipe end to end on the real loading code; shrunk by overrides (a tiny
-    timm teacher instead of VGG-11-BN, T=2, two batches) so that it takes seconds."""
+    timm teacher instead of VGG-11-BN, T=2, one batch) so that it takes seconds."""
     data = tmp_path / "CIFAR10DVS-root"
     write_cifar10dvs(data, per_class=3)
     run = tmp_path / "run"
     overrides = SMALL + ["data.T=2", "data.batch_size=4", "data.eval_batch_size=10",
-                         "data.workers=0", "train.max_batches=2", "teacher.model=resnet10t",
+                         "data.workers=0", "train.max_batches=1", "teacher.model=resnet10t",
                          "teacher.options={channels: [8, 16, 32, 64], stem_width: 8}",
                          "teacher.train.epochs=1"]
     assert main(["recipe", "cifar10dvs", *overrides, "--data-dir", str(data), "--out", str(run),

@@ -110,3 +110,18 @@ def test_list_groups_recipes_by_paper(capsys):
     assert row.split()[1:3] == ["73.79", "paper"]
     rows = [line for line in out if line.startswith("    ")]
     assert len(rows) == len(config.known_recipes())
+
+
+def test_imagenet_teacher_recipe_takes_a_torchvision_state_dict(tmp_path):
+    torchvision = pytest.importorskip("torchvision")
+    recipe = config.load_recipe("teacher-imagenet-resnet34")
+    spec = recipe["teacher"]
+    reference = torchvision.models.resnet34(num_classes=1000).eval()
+    path = tmp_path / "resnet34-torchvision.pth"
+    torch.save(reference.state_dict(), path)
+    ann = teachers.create_ann(spec["model"], num_classes=1000, in_chans=3,
+                              cifar=spec["cifar_stem"], **spec["options"])
+    teachers.load_weights(ann, str(path))
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(ann.eval()(x), reference(x), atol=1e-4)
