@@ -248,3 +248,30 @@ def test_imagenet_folder_loads_and_flags_unsorted_val(tmp_path):
         folder.rmdir()
     with pytest.raises(DatasetError, match=r"val has no class folders \(its images are not sorted"):
         build_imagenet(str(tmp_path), verify=False)
+
+
+def test_spikingjelly_reads_the_synthetic_folder_and_we_read_its_frames(tmp_path, monkeypatch):
+    """SpikingJelly 2.x's own CIFAR10DVS converts our synthetic .aedat files and frames them;
+    our loader then reads SpikingJelly's frames folder and gets what it computes itself from
+    the .aedat files."""
+    found = _spikingjelly_datasets(monkeypatch)
+    if found is None:
+        pytest.skip("SpikingJelly 2.x dataset functions not importable here")
+    reader, _ = found
+    ours, theirs = tmp_path / "ours", tmp_path / "theirs"
+    write_cifar10dvs(ours, per_class=3)
+    write_cifar10dvs(theirs, per_class=3)
+    for aedat in sorted((theirs / "extract").rglob("*.aedat")):
+        target = theirs / "events_np" / aedat.parent.name / (aedat.stem + ".npz")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        reader._read_aedat_save_to_np(aedat, target)
+    framed = reader.CIFAR10DVS(str(theirs), data_type="frame", frames_number=4,
+                               split_by="number")
+    assert len(framed) == 30 and framed[0][0].shape == (4, 2, 128, 128)
+    options = dict(T=4, resize="bilinear", samples_per_class=3, test_per_class=1)
+    from_sj = dvs.CIFAR10DVS(theirs, train=True, **options, augment=False)
+    from_aedat = dvs.CIFAR10DVS(ours, train=True, **options, augment=False)
+    assert dvs.spikingjelly_samples(theirs, 4)[0][0].kind == "sj_frames"
+    assert len(from_sj) == len(from_aedat) == 20
+    assert np.array_equal(from_sj.frames, from_aedat.frames)
+    assert np.array_equal(from_sj.labels, from_aedat.labels)
