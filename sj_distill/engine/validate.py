@@ -22,7 +22,7 @@ PROBE_CLASSES = 10
 PROBE_CHANS = 3
 
 #: Dataset builder arguments the engine fills in from ``data.*`` (not allowed in data.options).
-DATA_ARGUMENTS = ("root", "img_size", "T")
+DATA_ARGUMENTS = ("root", "img_size", "T", "download")
 
 
 @contextlib.contextmanager
