@@ -60,7 +60,7 @@ class _Pass:
     phase: str  # "spike" or "rate"
     T: int
     multi_step: bool
-    time_chunk: int = 1
+    time_chunk: Optional[int] = None
     step: int = 0
 
 
@@ -106,7 +106,7 @@ class _ModelState:
     had_instance_forward: bool
     scale_grad_by_T: bool
     layers: List[nn.Module]
-    time_chunk: int = 1
+    time_chunk: Optional[int] = None
 
 
 class _ScaleGrad(torch.autograd.Function):
@@ -336,7 +336,8 @@ def _classify(model: nn.Module) -> List[Tuple[str, nn.Module, str]]:
     return found
 
 
-def enable(model: nn.Module, scale_grad_by_T: bool = True, time_chunk: int = 1) -> nn.Module:
+def enable(model: nn.Module, scale_grad_by_T: bool = True,
+           time_chunk: Optional[int] = None) -> nn.Module:
     """Switch rate-based backprop on for ``model``, in place; returns ``model``.
 
     Train mode: ``model(x)`` with ``x`` ``[T, B, ...]`` returns time-mean outputs ``[B, ...]``
@@ -344,12 +345,14 @@ def enable(model: nn.Module, scale_grad_by_T: bool = True, time_chunk: int = 1) 
     output by ``1/T`` (as the paper's code does; the value is unchanged). In the spike pass
     each multi-step neuron is called on ``time_chunk`` steps at a time (same spikes; its own
     temporaries shrink from ``[T, ...]`` to ``[time_chunk, ...]``; larger chunks mean fewer
-    kernel calls). Eval mode: the original SNN. Raises :class:`UnsupportedModuleError`
+    kernel calls). ``time_chunk=None`` (default): all ``T`` steps in one fused-kernel call
+    on CUDA, one step per call on the CPU. Eval mode: the original SNN. Raises :class:`UnsupportedModuleError`
     naming the first module it cannot treat. Enabling an enabled model only updates
     ``scale_grad_by_T`` and ``time_chunk``."""
-    if isinstance(time_chunk, bool) or not isinstance(time_chunk, int) or time_chunk < 1:
-        raise ValueError(f"time_chunk must be a positive int (time steps per neuron call), "
-                         f"got {time_chunk!r}")
+    if time_chunk is not None and (isinstance(time_chunk, bool)
+                                   or not isinstance(time_chunk, int) or time_chunk < 1):
+        raise ValueError(f"time_chunk must be a positive int (time steps per neuron call) or "
+                         f"None (T on CUDA, 1 on the CPU), got {time_chunk!r}")
     if is_enabled(model):
         getattr(model, _MODEL_STATE).scale_grad_by_T = bool(scale_grad_by_T)
         getattr(model, _MODEL_STATE).time_chunk = time_chunk
