@@ -178,3 +178,37 @@ def test_cuda_bf16_autocast_rate_bp_gradients_match_fp32():
     assert torch.isfinite(got).all()
     assert (got - ref).norm() / ref.norm() <= 0.02
     assert F.cosine_similarity(got, ref, dim=0) > 0.999
+
+
+def test_cpu_bf16_autocast_keeps_traces_in_fp32_and_tracks_fp32_gradients():
+    """Linear -> LIF -> linear under CPU bf16 autocast (the linear layers run in bf16, the
+    neuron gets bf16 inputs): rates and eligibilities are float32, the rate-pass output is
+    the time-mean of the spike-pass logits, and the gradients stay close to float32's."""
+    T, B = 4, 64
+    net = nn.Sequential(layer.Linear(32, 48, step_mode="m"), _neuron(kind="lif", decay=0.5),
+                        layer.Linear(48, 10, step_mode="m"))
+    with torch.no_grad():
+        net[0].weight.mul_(4.0)
+    x = torch.rand(T, B, 32)
+    grads, seen = {}, {}
+    for amp in (False, True):
+        model = rate.enable(copy.deepcopy(net)).train()
+        spike_logits = []
+        model[2].register_forward_hook(lambda m, i, o: spike_logits.append(o)
+                                       if rate.current_phase() == "spike" else None)
+
+        def record_dtypes(module, inputs, output, amp=amp):
+            if rate.current_phase() == "rate":
+                record = module._sj_rate.records[0]
+                seen[amp] = (record.rate.dtype, record.elig.dtype)
+
+        model[1].register_forward_hook(record_dtypes)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+            out = model(x)
+        assert out.dtype == (torch.bfloat16 if amp else torch.float32)
+        torch.testing.assert_close(out.float(), spike_logits[0].float().mean(0),
+                                   rtol=2e-2, atol=2e-2)
+        out.float().pow(2).sum().backward()
+        grads[amp] = torch.cat([p.grad.flatten() for p in model.parameters()])
+    assert seen[True] == (torch.float32, torch.float32)
+    assert F.cosine_similarity(grads[True], grads[False], dim=0) > 0.99

@@ -142,12 +142,14 @@ class EligibilityTrace:
         """Add steps. ``x_seq``: inputs ``[t, N, ...]``; ``v_start``: post-reset potential
         before the first of them ``[N, ...]``; ``v_seq``: post-reset potentials after each step
         and ``spike_seq``: spikes, both ``[t, N, ...]`` (SpikingJelly's ``v_seq`` and output).
-        None of them is modified."""
-        if self.fused:
-            self._update_fused(x_seq, v_start, v_seq, spike_seq)
-            return
-        for t in range(spike_seq.shape[0]):
-            self._step(x_seq[t], v_start if t == 0 else v_seq[t - 1], v_seq[t], spike_seq[t])
+        None of them is modified. Autocast is switched off inside (the trace stays float32)."""
+        with torch.autocast(v_seq.device.type, enabled=False):
+            if self.fused:
+                self._update_fused(x_seq, v_start, v_seq, spike_seq)
+                return
+            for t in range(spike_seq.shape[0]):
+                self._step(x_seq[t], v_start if t == 0 else v_seq[t - 1], v_seq[t],
+                           spike_seq[t])
 
     def _step(self, x: torch.Tensor, v_prev: torch.Tensor, v: torch.Tensor,
               spike: torch.Tensor) -> None:
