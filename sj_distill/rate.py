@@ -36,7 +36,8 @@ from spikingjelly.activation_based import layer, neuron
 
 from .neurons import BatchNormRecord, MaxPoolRecord, NeuronRecord, SUPPORTED_NEURONS
 
-__all__ = ["enable", "disable", "is_enabled", "current_phase", "UnsupportedModuleError"]
+__all__ = ["enable", "disable", "is_enabled", "current_phase", "spike_pass_only",
+           "UnsupportedModuleError"]
 
 #: Leaf modules that are linear in their input (they commute with the time-mean).
 LINEAR_LEAVES = (
@@ -185,18 +186,8 @@ def _model_forward(self: nn.Module, x: torch.Tensor, *args, **kwargs):
         return state.original_forward(x, *args, **kwargs)
     if _CURRENT.get() is not None:
         raise RuntimeError("a rate-BP model was called inside another rate-BP pass")
-    multi_step = _model_step_mode(
-        [m for m in state.layers if getattr(m, _STATE).kind == "neuron"]) == "m"
+    multi_step = _spike_pass(state, x, *args, **kwargs)
     T = x.shape[0]
-    with _phase(_Pass("spike", T, multi_step, state.time_chunk)) as current, torch.no_grad():
-        if multi_step:
-            _begin_step(state.layers, current, 0)
-            state.original_forward(x, *args, **kwargs)
-        else:
-            for t in range(T):
-                _begin_step(state.layers, current, t)
-                state.original_forward(x[t], *args, **kwargs)
-        _finish_spike_pass(state.layers)
     x_mean = x.mean(0) if x.is_floating_point() else x.to(torch.get_default_dtype()).mean(0)
     try:
         with _phase(_Pass("rate", T, multi_step)) as current, _single_step_mode(self):
@@ -211,6 +202,39 @@ def _model_forward(self: nn.Module, x: torch.Tensor, *args, **kwargs):
 
 
 # --------------------------------------------------------------------------- pass helpers
+
+def _spike_pass(state: _ModelState, x: torch.Tensor, *args, **kwargs) -> bool:
+    """The spike pass over ``x`` ``[T, B, ...]`` (no autograd): fills every layer's records;
+    returns whether the model is multi-step."""
+    multi_step = _model_step_mode(
+        [m for m in state.layers if getattr(m, _STATE).kind == "neuron"]) == "m"
+    T = x.shape[0]
+    with _phase(_Pass("spike", T, multi_step, state.time_chunk)) as current, torch.no_grad():
+        if multi_step:
+            _begin_step(state.layers, current, 0)
+            state.original_forward(x, *args, **kwargs)
+        else:
+            for t in range(T):
+                _begin_step(state.layers, current, t)
+                state.original_forward(x[t], *args, **kwargs)
+        _finish_spike_pass(state.layers)
+    return multi_step
+
+
+def spike_pass_only(model: nn.Module, x: torch.Tensor, *args, **kwargs) -> None:
+    """Run only the spike pass of a training step of an enabled model (no autograd; firing
+    rates, eligibilities and BatchNorm statistics are computed, running statistics updated,
+    then the records are dropped). For benchmarks of the spike pass alone; call
+    ``functional.reset_net(model)`` afterwards as after any step."""
+    if not is_enabled(model):
+        raise RuntimeError("spike_pass_only needs a model switched on with rate.enable(model)")
+    state: _ModelState = getattr(model, _MODEL_STATE)
+    try:
+        _spike_pass(state, x, *args, **kwargs)
+    finally:
+        for module in state.layers:
+            getattr(module, _STATE).records = []
+
 
 @contextlib.contextmanager
 def _phase(current: _Pass) -> Iterator[_Pass]:

@@ -51,10 +51,15 @@ def default_time_chunk(x_seq: torch.Tensor) -> int:
 class NeuronRecord:
     """Firing rate and eligibility of one use of a spiking neuron layer in one step.
 
-    ``fused``: the eligibility of a chunk of steps at once (default) or step by step (the
-    reference), see :class:`~sj_distill.neurons.eligibility.EligibilityTrace`."""
+    ``fused``: the eligibility of a chunk of steps at once or step by step (the reference),
+    see :class:`~sj_distill.neurons.eligibility.EligibilityTrace`; None takes the class-wide
+    :attr:`FUSED` (benchmarks switch it to time the reference)."""
 
-    def __init__(self, module: nn.Module, fused: bool = True):
+    #: Default of ``fused`` for records built by :func:`sj_distill.rate.enable`'s patches.
+    FUSED: bool = True
+
+    def __init__(self, module: nn.Module, fused: Optional[bool] = None):
+        fused = self.FUSED if fused is None else fused
         self.trace = EligibilityTrace(NeuronDynamics.from_module(module), fused=fused)
         self.rate: Optional[torch.Tensor] = None
         self.elig: Optional[torch.Tensor] = None
