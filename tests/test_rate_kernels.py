@@ -212,3 +212,46 @@ def test_cpu_bf16_autocast_keeps_traces_in_fp32_and_tracks_fp32_gradients():
         grads[amp] = torch.cat([p.grad.flatten() for p in model.parameters()])
     assert seen[True] == (torch.float32, torch.float32)
     assert F.cosine_similarity(grads[True], grads[False], dim=0) > 0.99
+
+
+def test_spike_pass_only_updates_bn_like_a_training_forward_and_needs_enable():
+    net = nn.Sequential(layer.Conv2d(2, 4, 3, padding=1, step_mode="m"),
+                        layer.BatchNorm2d(4, step_mode="m"), _neuron(kind="lif", decay=0.5),
+                        layer.Flatten(step_mode="m"), layer.Linear(4 * 36, 3, step_mode="m"))
+    with pytest.raises(RuntimeError, match="needs a model switched on with rate.enable"):
+        rate.spike_pass_only(net, torch.rand(2, 3, 2, 6, 6))
+    enabled = rate.enable(copy.deepcopy(net)).train()
+    x = torch.rand(3, 5, 2, 6, 6)
+    with torch.no_grad():
+        net.train()(x)
+    assert rate.spike_pass_only(enabled, x) is None
+    assert int(enabled[1].num_batches_tracked) == 1
+    torch.testing.assert_close(enabled[1].running_mean, net[1].running_mean)
+    torch.testing.assert_close(enabled[1].running_var, net[1].running_var)
+    assert enabled[2]._sj_rate.records == []
+
+
+def _bench_row(method, T, mem, step_s, dtype="fp32"):
+    return dict(model="m", dtype=dtype, method=method, T=T, batch=8, step_s=step_s,
+                images_per_s=8 / step_s, peak_cuda_mb=mem)
+
+
+def test_bench_table_and_targets_from_measurements():
+    """Issue 12's targets computed from the rows: T=6 memory 300/1000 = 0.30 (met), step
+    0.7/1.0 = 0.70 (missed), growth 2 -> 16 of 330/300 - 1 = +10% (met); a failed worker
+    shows as failed and its ratios as '-'."""
+    from sj_distill import rate_bench
+    rows = [_bench_row("bptt", 2, 500, 0.4), _bench_row("rate", 2, 300, 0.3),
+            _bench_row("bptt", 6, 1000, 1.0), _bench_row("rate", 6, 300, 0.7),
+            _bench_row("bptt", 16, 2500, 3.0), _bench_row("rate", 16, 330, 1.2),
+            dict(model="m", dtype="bf16", method="rate", T=2, batch=8, device="cuda",
+                 error="RuntimeError: boom")]
+    assert rate_bench.check_targets(rows) == [
+        "met    m fp32: rate-BP/BPTT memory at T=6 0.30 (target <= 0.4)",
+        "missed m fp32: rate-BP/BPTT step time at T=6 0.70 (target <= 0.6)",
+        "met    m fp32: rate-BP memory growth T=2 -> 16 +10.0% (target <= +25%)",
+    ]
+    table = rate_bench.markdown_table(rows).splitlines()
+    assert "CUDA peak (MB)" in table[0]
+    assert table[2] == "| m | bf16 | 2 | - | failed: RuntimeError: boom | - | - | - | - |"
+    assert table[4] == "| m | fp32 | 6 | 1000 | 300 | 0.30 | 8.0 | 11.4 | 0.70 |"
