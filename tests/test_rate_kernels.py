@@ -255,3 +255,27 @@ def test_bench_table_and_targets_from_measurements():
     assert "CUDA peak (MB)" in table[0]
     assert table[2] == "| m | bf16 | 2 | - | failed: RuntimeError: boom | - | - | - | - |"
     assert table[4] == "| m | fp32 | 6 | 1000 | 300 | 0.30 | 8.0 | 11.4 | 0.70 |"
+
+
+@pytest.mark.parametrize("dtype, cuda", [(torch.float32, True), (torch.bfloat16, True),
+                                         (torch.float32, False)])
+def test_fused_kernel_choice(monkeypatch, dtype, cuda):
+    """0.0.0.0.14: a torch-backend neuron runs the spike pass on CuPy exactly when the input
+    is a float32/float16 CUDA tensor and CuPy is there, and gets its backend back; 2.x:
+    SpikingJelly chooses, nothing is switched. (The input is a stand-in with the two
+    attributes the choice reads, so this runs without a GPU.)"""
+    from types import SimpleNamespace
+    from spikingjelly.activation_based import base
+    monkeypatch.setattr(sj, "cupy_available", lambda: True)
+    if sj.LEGACY:  # the backend setter checks that CuPy imports
+        monkeypatch.setattr(base, "check_backend_library", lambda backend: None)
+    neuron = _neuron(kind="lif", decay=0.5, backend="torch" if sj.LEGACY else "auto")
+    with sj.fused_multi_step_kernel(neuron, SimpleNamespace(is_cuda=cuda, dtype=dtype)) as used:
+        inside = sj.neuron_backend(neuron)
+    if not sj.LEGACY:
+        assert (used, inside) == ("auto", "auto")
+    elif cuda and dtype == torch.float32:
+        assert (used, inside) == ("cupy", "cupy")
+    else:
+        assert (used, inside) == ("torch", "torch")
+    assert sj.neuron_backend(neuron) == ("torch" if sj.LEGACY else "auto")
