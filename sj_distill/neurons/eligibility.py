@@ -210,8 +210,13 @@ class EligibilityTrace:
             kappas = []
             for _ in range(steps):
                 self.kappa_v = gain + lam * self.kappa_v
-                kappas.append(torch.as_tensor(self.kappa_v, dtype=dtype, device=sg.device))
-            elig = torch.tensordot(torch.stack(kappas), sg, dims=1)
+                kappas.append(self.kappa_v)
+            if steps == 1:
+                elig = sg[0] * kappas[0]
+            else:
+                weights = torch.stack([torch.as_tensor(k, dtype=dtype, device=sg.device)
+                                       for k in kappas])
+                elig = torch.tensordot(weights, sg, dims=1)
         else:
             elig = torch.zeros_like(sg[0])
             for t in range(steps):
