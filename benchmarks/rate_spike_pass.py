@@ -5,8 +5,8 @@ alternately in one process, medians; results go to
 ``benchmarks/results/rate/spike_pass_<device>.*`` (target: ratio <= 1.2).
 
     PYTHONPATH=$PWD python benchmarks/rate_spike_pass.py --device cpu
-    PYTHONPATH=$PWD python benchmarks/rate_spike_pass.py --device cpu --eligibility reference \\
-        --name spike_pass_cpu_reference
+    PYTHONPATH=$PWD python benchmarks/rate_spike_pass.py --device cpu --eligibility both \\
+        --name spike_pass_cpu_both
     PYTHONPATH=$PWD python benchmarks/rate_spike_pass.py --device cuda
 """
 import sys

@@ -7,7 +7,8 @@ compared. "plain" is the model's own training-mode forward (BatchNorm on batch s
 under ``torch.no_grad()``; "spike pass" is :func:`sj_distill.rate.spike_pass_only` on a copy
 with the same weights after ``rate.enable`` (the neuron kernels plus firing rates,
 eligibilities and BatchNorm statistics). Issue 12's target: spike pass <= 1.2x plain.
-``--eligibility reference`` times the step-by-step eligibility instead of the fused one.
+``--eligibility reference`` times the step-by-step eligibility instead of the fused one,
+``both`` the two alternately with the plain forward.
 Results: ``spike_pass_<device>.json`` and ``.md`` in ``--out``.
 """
 from __future__ import annotations
@@ -17,7 +18,7 @@ import copy
 import os
 import statistics
 import sys
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 from .rate_bench import DEFAULT_OUT, DTYPES, autocast, environment, timed, write_results
 
@@ -31,11 +32,14 @@ DEVICE_DEFAULTS = {
 
 
 def measure(model_name: str, dtype: str, T: int, *, batch: int, img_size: int, steps: int,
-            warmup: int, device: str, time_chunk: Optional[int]) -> Dict:
-    """Median seconds of the plain forward and of the spike pass, timed alternately."""
+            warmup: int, device: str, time_chunk: Optional[int],
+            eligibilities: Sequence[str] = ("fused",)) -> Dict:
+    """Median seconds of the plain forward and of the spike pass with each eligibility
+    (``fused`` and/or ``reference``), timed alternately in rounds."""
     import torch
 
     from . import models, rate, sj
+    from .neurons import NeuronRecord
 
     torch.manual_seed(0)
     plain = models.create_model(model_name, num_classes=10).to(device).train()
@@ -47,35 +51,58 @@ def measure(model_name: str, dtype: str, T: int, *, batch: int, img_size: int, s
             plain(x)
         sj.reset(plain)
 
-    def spike_pass() -> None:
-        with autocast(device, dtype):
-            rate.spike_pass_only(enabled, x)
-        sj.reset(enabled)
+    def spike_pass(fused: bool) -> Callable[[], None]:
+        def run_once() -> None:
+            NeuronRecord.FUSED = fused
+            try:
+                with autocast(device, dtype):
+                    rate.spike_pass_only(enabled, x)
+            finally:
+                NeuronRecord.FUSED = True
+            sj.reset(enabled)
+        return run_once
 
-    times: Dict[str, List[float]] = {"plain": [], "spike": []}
+    candidates = [("plain", plain_forward)] + [
+        (name, spike_pass(name == "fused")) for name in eligibilities]
+    times: Dict[str, List[float]] = {name: [] for name, _ in candidates}
     for round_ in range(warmup + steps):
-        for key, fn in (("plain", plain_forward), ("spike", spike_pass)):
+        for name, fn in candidates:
             seconds = timed(fn, device)
             if round_ >= warmup:
-                times[key].append(seconds)
-    plain_s, spike_s = statistics.median(times["plain"]), statistics.median(times["spike"])
-    return dict(model=model_name, dtype=dtype, T=T, batch=batch, device=device,
-                time_chunk=time_chunk, plain_s=plain_s, spike_pass_s=spike_s,
-                ratio=spike_s / plain_s, plain_all_s=times["plain"], spike_all_s=times["spike"])
+                times[name].append(seconds)
+    result = dict(model=model_name, dtype=dtype, T=T, batch=batch, device=device,
+                  time_chunk=time_chunk, plain_s=statistics.median(times["plain"]))
+    for name in eligibilities:
+        result[f"{name}_s"] = statistics.median(times[name])
+        result[f"{name}_ratio"] = result[f"{name}_s"] / result["plain_s"]
+    result["all_s"] = times
+    return result
 
 
 def markdown_table(results: List[Dict]) -> str:
-    lines = ["| model | precision | T | plain no-grad forward (s) | spike pass (s) | ratio "
-             f"| target <= {TARGET} |", "|---|---|---|---|---|---|---|"]
+    """One row per setting: plain forward, spike pass (fused eligibility and/or the
+    reference) and their ratios to the plain forward; the verdict is the fused one's."""
+    shown = [name for name in ("fused", "reference") if any(f"{name}_s" in r for r in results)]
+    head = "| model | precision | T | plain no-grad forward (s) |"
+    rule = "|---|---|---|---|"
+    for name in shown:
+        head += f" spike pass, {name} eligibility (s) | ratio |"
+        rule += "---|---|"
+    lines = [head + f" target <= {TARGET} |", rule + "---|"]
     for r in results:
         if "error" in r:
             lines.append(f"| {r['model']} | {r['dtype']} | {r['T']} | failed: "
-                         f"{r['error'].replace('|', '/')} | - | - | - |")
+                         f"{r['error'].replace('|', '/')} |")
             continue
-        lines.append(f"| {r['model']} | {r['dtype']} | {r['T']} | {r['plain_s']:.3f} | "
-                     f"{r['spike_pass_s']:.3f} | {r['ratio']:.2f} | "
-                     f"{'met' if r['ratio'] <= TARGET else 'missed'} |")
+        row = f"| {r['model']} | {r['dtype']} | {r['T']} | {r['plain_s']:.3f} |"
+        for name in shown:
+            row += f" {r[f'{name}_s']:.3f} | {r[f'{name}_ratio']:.2f} |"
+        ratio = r[f"{shown[0]}_ratio"]
+        lines.append(row + f" {'met' if ratio <= TARGET else 'missed'} |")
     return "\n".join(lines)
+
+
+ELIGIBILITIES = {"fused": ("fused",), "reference": ("reference",), "both": ("fused", "reference")}
 
 
 def run(*, device: str = "cpu", models: Optional[Sequence[str]] = None,
@@ -88,12 +115,11 @@ def run(*, device: str = "cpu", models: Optional[Sequence[str]] = None,
     (``<out_dir>/<name>.json`` and ``.md``; ``name``: ``spike_pass_<device>``)."""
     import torch
 
-    from .neurons import NeuronRecord
-
     if device not in DEVICE_DEFAULTS:
         raise ValueError(f"--device must be one of {sorted(DEVICE_DEFAULTS)}, got {device!r}")
-    if eligibility not in ("fused", "reference"):
-        raise ValueError(f"--eligibility must be fused or reference, got {eligibility!r}")
+    if eligibility not in ELIGIBILITIES:
+        raise ValueError(f"--eligibility must be one of {sorted(ELIGIBILITIES)}, "
+                         f"got {eligibility!r}")
     defaults = DEVICE_DEFAULTS[device]
     models = list(models or defaults["models"])
     Ts = list(Ts or defaults["T"])
@@ -102,25 +128,23 @@ def run(*, device: str = "cpu", models: Optional[Sequence[str]] = None,
     steps = steps or defaults["steps"]
     warmup = defaults["warmup"] if warmup is None else warmup
     torch.set_num_threads(threads)
-    NeuronRecord.FUSED = eligibility == "fused"
     results = []
-    try:
-        for model in models:
-            for dtype in dtypes:
-                for T in Ts:
-                    try:
-                        result = measure(model, dtype, T, batch=batch, img_size=img_size,
-                                         steps=steps, warmup=warmup, device=device,
-                                         time_chunk=time_chunk)
-                        out(f"  {model} {dtype} T={T:2d}: plain {result['plain_s']:.3f} s, "
-                            f"spike pass {result['spike_pass_s']:.3f} s, "
-                            f"ratio {result['ratio']:.2f}")
-                    except (RuntimeError, ValueError, TypeError) as err:
-                        result = dict(model=model, dtype=dtype, T=T, error=str(err)[:300])
-                        out(f"  {model} {dtype} T={T:2d}: failed: {result['error']}")
-                    results.append(result)
-    finally:
-        NeuronRecord.FUSED = True
+    for model in models:
+        for dtype in dtypes:
+            for T in Ts:
+                try:
+                    result = measure(model, dtype, T, batch=batch, img_size=img_size,
+                                     steps=steps, warmup=warmup, device=device,
+                                     time_chunk=time_chunk,
+                                     eligibilities=ELIGIBILITIES[eligibility])
+                    shown = ", ".join(f"{kind} spike pass {result[kind + '_s']:.3f} s "
+                                      f"({result[kind + '_ratio']:.2f}x)"
+                                      for kind in ELIGIBILITIES[eligibility])
+                    out(f"  {model} {dtype} T={T:2d}: plain {result['plain_s']:.3f} s, {shown}")
+                except (RuntimeError, ValueError, TypeError) as err:
+                    result = dict(model=model, dtype=dtype, T=T, error=str(err)[:300])
+                    out(f"  {model} {dtype} T={T:2d}: failed: {result['error']}")
+                results.append(result)
     env = environment(device)
     env.update(batch=batch, image=f"{img_size}x{img_size}", timed_rounds=steps, warmup=warmup,
                time_chunk=time_chunk if time_chunk else "default (T on cuda, 1 on cpu)",
@@ -152,8 +176,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     parser.add_argument("--time-chunk", type=int, default=None,
                         help="rate.enable's time_chunk (default: T on cuda, 1 on cpu)")
-    parser.add_argument("--eligibility", default="fused", choices=("fused", "reference"),
-                        help="fused (default) or the step-by-step reference")
+    parser.add_argument("--eligibility", default="fused", choices=sorted(ELIGIBILITIES),
+                        help="fused (default), the step-by-step reference, or both "
+                             "(timed alternately with the plain forward)")
     parser.add_argument("--out", default=DEFAULT_OUT, help=f"results folder ({DEFAULT_OUT})")
     parser.add_argument("--name", default=None, help="file stem (default spike_pass_<device>)")
 
