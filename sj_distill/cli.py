@@ -112,8 +112,8 @@ def _cmd_bench_memory(args: argparse.Namespace) -> int:
 
     rate_bench.run(device=args.device, models=args.models, Ts=args.T, dtypes=args.dtypes,
                    batch=args.batch, img_size=args.img_size, steps=args.steps,
-                   warmup=args.warmup, threads=args.threads, out_dir=args.out, name=args.name,
-                   plot_png=not args.no_plot)
+                   warmup=args.warmup, threads=args.threads, time_chunk=args.time_chunk,
+                   out_dir=args.out, name=args.name, plot_png=not args.no_plot)
     return 0
 
 

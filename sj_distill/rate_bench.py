@@ -98,7 +98,7 @@ def _worker(args: argparse.Namespace) -> Dict:
     device = torch.device(args.device)
     model = models.create_model(args.model, num_classes=10).to(device).train()
     if args.method == "rate":
-        rate.enable(model)
+        rate.enable(model, time_chunk=args.time_chunk)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     x = torch.rand(args.T, args.batch, 3, args.img_size, args.img_size, device=device)
     y = torch.randint(0, 10, (args.batch,), device=device)
@@ -130,13 +130,16 @@ def _worker(args: argparse.Namespace) -> Dict:
 
 
 def run_setting(method: str, T: int, *, model: str, dtype: str, batch: int, img_size: int,
-                steps: int, warmup: int, threads: int, device: str) -> Dict:
+                steps: int, warmup: int, threads: int, device: str,
+                time_chunk: Optional[int] = None) -> Dict:
     """Run one setting in a fresh Python process and return its measurements; a failed
     worker gives ``{"error": last line of its stderr}`` instead of stopping the grid."""
     cmd = [sys.executable, "-m", "sj_distill.rate_bench", "--worker", "--method", method,
            "--T", str(T), "--models", model, "--dtypes", dtype, "--batch", str(batch),
            "--img-size", str(img_size), "--steps", str(steps), "--warmup", str(warmup),
            "--threads", str(threads), "--device", device]
+    if time_chunk is not None:
+        cmd += ["--time-chunk", str(time_chunk)]
     done = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ))
     if done.returncode != 0:
         lines = done.stderr.strip().splitlines() or [f"exit status {done.returncode}"]
@@ -261,8 +264,9 @@ def write_results(stem: str, results: List[Dict], env: Dict, table: str, checks:
 def run(*, device: str = "cpu", models: Optional[Sequence[str]] = None,
         Ts: Optional[Sequence[int]] = None, dtypes: Optional[Sequence[str]] = None,
         batch: Optional[int] = None, img_size: int = 32, steps: Optional[int] = None,
-        warmup: Optional[int] = None, threads: int = 2, out_dir: str = DEFAULT_OUT,
-        name: Optional[str] = None, plot_png: bool = True, out=print) -> List[Dict]:
+        warmup: Optional[int] = None, threads: int = 2, time_chunk: Optional[int] = None,
+        out_dir: str = DEFAULT_OUT, name: Optional[str] = None, plot_png: bool = True,
+        out=print) -> List[Dict]:
     """Measure every (model, precision, T, method); print the table and the target lines;
     write ``<out_dir>/<name>.json``, ``.md`` and ``.png`` (``name``: ``train_<device>``).
     Arguments left None take :data:`DEVICE_DEFAULTS` of ``device``."""
@@ -285,13 +289,15 @@ def run(*, device: str = "cpu", models: Optional[Sequence[str]] = None,
                 for method in METHODS:
                     result = run_setting(method, T, model=model, dtype=dtype, batch=batch,
                                          img_size=img_size, steps=steps, warmup=warmup,
-                                         threads=threads, device=device)
+                                         threads=threads, device=device,
+                                         time_chunk=time_chunk)
                     shown = (f"failed: {result['error']}" if "error" in result else
                              f"{memory_mb(result):.0f} MB, {result['images_per_s']:.1f} img/s")
                     out(f"  {model} {dtype} {method:4s} T={T:2d}: {shown}")
                     results.append(result)
     env = environment(device)
-    env.update(batch=batch, image=f"{img_size}x{img_size}", timed_steps=steps, warmup=warmup)
+    env.update(batch=batch, image=f"{img_size}x{img_size}", timed_steps=steps, warmup=warmup,
+               time_chunk=time_chunk or "default (T on cuda, 1 on cpu)")
     table, checks = markdown_table(results), check_targets(results)
     out("\n" + table + "\n")
     for line in checks:
@@ -322,6 +328,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--warmup", type=int, default=None,
                         help="untimed steps before them (cuda 5, cpu 1)")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--time-chunk", type=int, default=None,
+                        help="rate.enable's time_chunk (default: T on cuda, 1 on cpu)")
     parser.add_argument("--out", default=DEFAULT_OUT, help=f"results folder ({DEFAULT_OUT})")
     parser.add_argument("--name", default=None, help="file stem (default train_<device>)")
     parser.add_argument("--no-plot", action="store_true", help="skip the PNG")
@@ -339,7 +347,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 0
     run(device=args.device, models=args.models, Ts=args.T, dtypes=args.dtypes, batch=args.batch,
         img_size=args.img_size, steps=args.steps, warmup=args.warmup, threads=args.threads,
-        out_dir=args.out, name=args.name, plot_png=not args.no_plot)
+        time_chunk=args.time_chunk, out_dir=args.out, name=args.name,
+        plot_png=not args.no_plot)
     return 0
 
 
