@@ -6,6 +6,8 @@ cosine) per seed as
   * ``rate-ce``  rate-based backprop, cross-entropy,
   * ``rate-brd`` rate-based backprop, BRD (the recipe as shipped); the timm teacher is
                  trained once, in the first seed's run, and reused by the other seeds,
+  * ``rate-ce-unscaled`` rate-based backprop, cross-entropy, without the public code's 1/T
+                 gradient scale (a diagnostic: rate-BP's gradient is smaller than BPTT's),
 then prints final top-1 per seed and mean +- half range per method, and writes the rows to
 ``benchmarks/results/rate/digits_evidence.json``.
 
@@ -25,6 +27,8 @@ METHODS = {
                 "teacher.model=null"],
     "rate-ce": ["train.loss.name=ce", "train.loss.params={}", "teacher.model=null"],
     "rate-brd": [],
+    "rate-ce-unscaled": ["train.loss.name=ce", "train.loss.params={}", "teacher.model=null",
+                         "train.scale_grad_by_T=false"],
 }
 RESULTS = Path(__file__).parent / "results" / "rate" / "digits_evidence.json"
 

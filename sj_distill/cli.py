@@ -17,17 +17,41 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
     from . import config
 
-    print("recipes:")
+    groups = {}
     for name in config.known_recipes():
         data = yaml.safe_load(config.recipe_path(name).read_text()) or {}
-        expected = (data.get("expected") or {}).get("top1")
-        shown = f"{expected:.2f}" if isinstance(expected, (int, float)) else "-"
-        print(f"  {name:<22} expected top-1 {shown:>6}  {data.get('description', '')}")
+        groups.setdefault(data.get("paper") or "Embedded toy data", []).append((name, data))
+    order = ("rate-BP", "BRD", "TSER", "STAA", "Plain", "Teachers", "Embedded")
+    print("recipes (expected top-1 and where it comes from):")
+    for paper, rows in sorted(groups.items(), key=lambda item: next(
+            (i for i, prefix in enumerate(order) if item[0].startswith(prefix)), len(order))):
+        print(f"  {paper}")
+        for name, data in rows:
+            expected = (data.get("expected") or {}).get("top1")
+            shown = f"{expected:.2f}" if isinstance(expected, (int, float)) else "-"
+            cited = (data.get("sources") or {}).get("expected.top1") \
+                or (data.get("expected") or {}).get("source") or ""
+            kind = next((k for k in config.SOURCE_KINDS if cited.startswith(k)), cited[:13])
+            print(f"    {name:<32} {shown:>6}  {kind:<13} {data.get('description', '')}")
     from . import models
 
     print("models:")
     for name in models.list_models(args.pattern):
         print(f"  {name}")
+    return 0
+
+
+def _cmd_data_check(args: argparse.Namespace) -> int:
+    from .config import parse_override
+    from .data import check_dataset
+
+    options = {}
+    for text in args.options:
+        keys, value = parse_override(text)
+        options[".".join(keys)] = value
+    for line in check_dataset(args.name, args.data_dir, **options):
+        print(line)
+    print("ok")
     return 0
 
 
@@ -104,6 +128,11 @@ def _cmd_table(args: argparse.Namespace) -> int:
               "run `sj-distill recipe NAME` first", file=sys.stderr)
         return 2
     print(summary_table(summaries))
+    if args.csv:
+        from .engine.report import write_csv
+
+        write_csv(summaries, args.csv)
+        print(f"wrote {args.csv}")
     return 0
 
 
@@ -155,13 +184,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-batches", type=int, default=None, help="evaluate only N batches")
     p.set_defaults(func=_cmd_eval)
 
-    p = sub.add_parser("table", help="expected vs achieved top-1 of run folders, as markdown")
+    p = sub.add_parser("table", help="expected vs achieved top-1 of run folders, as markdown "
+                                     "(and CSV with --csv)")
     p.add_argument("runs", nargs="*", default=["runs"], help="run folders (default: runs)")
+    p.add_argument("--csv", default=None, metavar="PATH", help="also write the table as CSV")
     p.set_defaults(func=_cmd_table)
 
     p = sub.add_parser("list", help="list shipped recipes and registered student backbones")
     p.add_argument("pattern", nargs="?", default="*", help="shell-style filter, e.g. 'cifar_*'")
     p.set_defaults(func=_cmd_list)
+
+    p = sub.add_parser("data", help="real datasets")
+    data = p.add_subparsers(dest="data", metavar="ACTION", required=True)
+    p = data.add_parser("check", help="verify a dataset's layout and counts without training")
+    p.add_argument("name", help="cifar10, cifar100, imagenet or cifar10dvs")
+    p.add_argument("options", nargs="*", metavar="KEY=VALUE",
+                   help="dataset options, as data.options in a recipe (e.g. framing=tonic)")
+    p.add_argument("--data-dir", default=None, help="the dataset folder")
+    p.set_defaults(func=_cmd_data_check)
 
     p = sub.add_parser("info", help="build a backbone, print its size and run one forward pass")
     p.add_argument("model", help="registered model name (see `sj-distill list`)")

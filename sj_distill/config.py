@@ -23,7 +23,9 @@ OPT_INT = (int, type(None))
 
 SCHEMA: Dict[str, Any] = {
     "name": (str, REQUIRED),
+    "paper": (str, ""),
     "description": (str, ""),
+    "sources": (dict, {}),
     "expected": {
         "top1": (OPT_NUM, None),
         "source": (str, ""),
@@ -33,6 +35,7 @@ SCHEMA: Dict[str, Any] = {
     "data": {
         "name": (str, REQUIRED),
         "root": (OPT_STR, None),
+        "download": (bool, False),
         "img_size": (int, 32),
         "T": (int, 4),
         "batch_size": (int, 64),
@@ -88,6 +91,8 @@ SCHEMA: Dict[str, Any] = {
 }
 
 METHODS = ("bptt", "rate")
+#: what a value in ``sources`` may cite (optionally followed by ": detail")
+SOURCE_KINDS = ("paper", "public code", "our choice", "measured", "not recovered")
 AMP_MODES = ("none", "bf16", "fp16")
 
 
@@ -145,10 +150,25 @@ def _check_choices(recipe: Dict, source: str) -> None:
         raise RecipeError(f"{source}: 'data.T' must be >= 1, got {recipe['data']['T']}")
 
 
+def _check_sources(recipe: Dict, source: str) -> None:
+    """``sources`` maps dotted recipe keys to where their value comes from: each key must name
+    a value of the recipe, each value must start with one of :data:`SOURCE_KINDS`."""
+    for key, cited in recipe["sources"].items():
+        node = recipe
+        for part in str(key).split("."):
+            if not isinstance(node, dict) or part not in node:
+                raise RecipeError(f"{source}: 'sources.{key}' names no value of this recipe")
+            node = node[part]
+        if not isinstance(cited, str) or not cited.startswith(SOURCE_KINDS):
+            raise RecipeError(f"{source}: 'sources.{key}' must start with one of "
+                              f"{', '.join(SOURCE_KINDS)}, got {cited!r}")
+
+
 def validate(data: Any, source: str = "<recipe>") -> Dict:
     """A complete, checked recipe (defaults filled in) from parsed YAML ``data``."""
     recipe = _check(SCHEMA, data, "", source)
     _check_choices(recipe, source)
+    _check_sources(recipe, source)
     return recipe
 
 

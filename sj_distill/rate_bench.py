@@ -30,9 +30,9 @@ DTYPES = ("fp32", "bf16")
 DEFAULT_OUT = os.path.join("benchmarks", "results", "rate")
 #: Defaults per device: the issue's GPU grid, and a CPU grid that fits a shared 2-core box.
 DEVICE_DEFAULTS = {
-    "cuda": dict(models=["cifar_resnet19", "cifar_resnet18"], batch=128, T=[1, 2, 4, 6, 8, 16],
+    "cuda": dict(models=["resnet19", "resnet18"], batch=128, T=[1, 2, 4, 6, 8, 16],
                  dtypes=["fp32", "bf16"], steps=20, warmup=5),
-    "cpu": dict(models=["cifar_resnet18"], batch=16, T=[1, 2, 4, 6, 8, 16], dtypes=["fp32"],
+    "cpu": dict(models=["resnet18"], batch=16, T=[1, 2, 4, 6, 8, 16], dtypes=["fp32"],
                 steps=3, warmup=1),
 }
 
@@ -316,8 +316,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options shared by ``sj-distill bench memory`` and ``python -m sj_distill.rate_bench``."""
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     parser.add_argument("--models", nargs="+", default=None,
-                        help="registered models (cuda: cifar_resnet19 cifar_resnet18; "
-                             "cpu: cifar_resnet18)")
+                        help="registered models (cuda: resnet19 resnet18; "
+                             "cpu: resnet18)")
     parser.add_argument("--T", type=int, nargs="+", default=None,
                         help="time steps (default 1 2 4 6 8 16)")
     parser.add_argument("--dtypes", nargs="+", default=None, choices=DTYPES,

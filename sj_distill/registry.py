@@ -63,6 +63,10 @@ class Registry:
 DATASETS = Registry("dataset")
 DATASETS.register("digits", "sj_distill.data:build_digits")
 DATASETS.register("digits-dvs", "sj_distill.data:build_digits_dvs")
+DATASETS.register("cifar10", "sj_distill.data:build_cifar10")
+DATASETS.register("cifar100", "sj_distill.data:build_cifar100")
+DATASETS.register("imagenet", "sj_distill.data:build_imagenet")
+DATASETS.register("cifar10dvs", "sj_distill.data:build_cifar10dvs")
 
 OPTIMIZERS = Registry("optimizer")
 OPTIMIZERS.register("sgd", "sj_distill.engine.optim:build_sgd")

@@ -24,9 +24,9 @@ from .rate_bench import DEFAULT_OUT, DTYPES, autocast, environment, timed, write
 
 TARGET = 1.2
 DEVICE_DEFAULTS = {
-    "cuda": dict(models=["cifar_resnet19", "cifar_resnet18"], batch=128, T=[1, 2, 4, 6, 8, 16],
+    "cuda": dict(models=["resnet19", "resnet18"], batch=128, T=[1, 2, 4, 6, 8, 16],
                  dtypes=["fp32", "bf16"], steps=20, warmup=5),
-    "cpu": dict(models=["cifar_resnet18"], batch=8, T=[4, 8], dtypes=["fp32"], steps=5,
+    "cpu": dict(models=["resnet18"], batch=8, T=[4, 8], dtypes=["fp32"], steps=5,
                 warmup=1),
 }
 
@@ -162,8 +162,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``sj-distill bench speed`` and ``python -m sj_distill.spike_bench``."""
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     parser.add_argument("--models", nargs="+", default=None,
-                        help="registered models (cuda: cifar_resnet19 cifar_resnet18; "
-                             "cpu: cifar_resnet18)")
+                        help="registered models (cuda: resnet19 resnet18; "
+                             "cpu: resnet18)")
     parser.add_argument("--T", type=int, nargs="+", default=None,
                         help="time steps (cuda: 1 2 4 6 8 16; cpu: 4 8)")
     parser.add_argument("--dtypes", nargs="+", default=None, choices=DTYPES,

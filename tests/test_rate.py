@@ -291,11 +291,11 @@ def _zoo(name):
 
 
 @pytest.mark.parametrize("name", ["spiking_resnet18", "sew_resnet18", "spiking_vgg11_bn",
-                                  "cifar_vgg11", "sew_resnet34"])
+                                  "vgg11", "sew_resnet34"])
 def test_real_models_one_rate_step(name):
     """SJ zoo students and project backbones: the rate-pass value is the time-mean of the
     spike-pass logits, every parameter gets a finite gradient, disable restores."""
-    model = _zoo(name) if not name.startswith(("cifar", "sew_resnet34")) \
+    model = _zoo(name) if name not in ("vgg11", "sew_resnet34") \
         else models.create_model(name, num_classes=10)
     head = model.classifier if hasattr(model, "classifier") else model.fc
     rate.enable(model).train()
@@ -516,10 +516,10 @@ def _assert_grads_match(got, want, tol):
 
 
 def test_resnet18_rate_gradients_equal_reference_formulas_float64():
-    """cifar_resnet18, T=4, float64: value and every parameter gradient equal the reference
+    """resnet18, T=4, float64: value and every parameter gradient equal the reference
     written from the formulas (BN normaliser from the spike-pass statistics) to 1e-10."""
     torch.manual_seed(0)
-    model = models.create_model("cifar_resnet18", num_classes=10, decay=0.2, reset="soft",
+    model = models.create_model("resnet18", num_classes=10, decay=0.2, reset="soft",
                                 detach_reset=True, surrogate_fn="sigmoid", alpha=4.0).double()
     x = torch.rand(4, 4, 3, 8, 8, dtype=torch.float64) * 2
     upstream = torch.randn(4, 10, dtype=torch.float64)

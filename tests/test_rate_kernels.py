@@ -160,7 +160,7 @@ def test_cuda_bf16_autocast_rate_bp_gradients_match_fp32():
     """bf16 autocast in both passes (eligibilities kept in fp32): the whole gradient of
     ResNet-19 within 2% (relative norm of the difference) and cosine > 0.999 of fp32."""
     torch.manual_seed(0)
-    model = models.create_model("cifar_resnet19", num_classes=10).cuda().train()
+    model = models.create_model("resnet19", num_classes=10).cuda().train()
     rate.enable(model)
     x = torch.rand(4, 32, 3, 32, 32, device="cuda")
     y = torch.randint(0, 10, (32,), device="cuda")

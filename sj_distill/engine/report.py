@@ -1,6 +1,7 @@
-"""Markdown tables of expected against achieved accuracy."""
+"""Markdown and CSV tables of expected against achieved accuracy."""
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 from typing import Dict, Iterable, List
@@ -34,3 +35,19 @@ def collect(run_dirs: Iterable[str]) -> List[Dict]:
             raise FileNotFoundError(f"run folder {root} does not exist")
         found += [json.loads(p.read_text()) for p in sorted(root.rglob("summary.json"))]
     return found
+
+
+CSV_COLUMNS = ("recipe", "method", "loss", "epochs", "expected_top1", "top1", "delta", "top5",
+               "best_top1", "teacher_top1", "seconds", "world_size", "spikingjelly")
+
+
+def write_csv(summaries: Iterable[Dict], path: str) -> None:
+    """The table of :func:`summary_table` as CSV (one row per run, ``CSV_COLUMNS``)."""
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        for s in summaries:
+            delta = (s["top1"] - s["expected_top1"]
+                     if isinstance(s.get("top1"), (int, float))
+                     and isinstance(s.get("expected_top1"), (int, float)) else None)
+            writer.writerow({**{k: s.get(k) for k in CSV_COLUMNS}, "delta": delta})

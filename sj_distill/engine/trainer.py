@@ -48,8 +48,9 @@ class ShardSampler(torch.utils.data.Sampler):
 def build_data(recipe: Dict, data_dir: Optional[str]):
     """``(train_set, test_set)`` of the recipe's dataset."""
     data = recipe["data"]
+    download = {"download": True} if data["download"] else {}
     return DATASETS.build(data["name"], where="data.options", root=data_dir or data["root"],
-                          img_size=data["img_size"], T=data["T"], **data["options"])
+                          img_size=data["img_size"], T=data["T"], **download, **data["options"])
 
 
 def make_loaders(recipe: Dict, train_set, test_set, seed: int) -> Tuple[DataLoader, DataLoader]:
@@ -91,15 +92,16 @@ class _EpochShuffle(torch.utils.data.Sampler):
 
 def input_adapter(T: int, time_major: bool):
     """Batch -> SNN input ``[T,B,...]``: static images are repeated T times (direct encoding),
-    event frames ``[B,T,...]`` are made time-major."""
+    event frames ``[B,T,...]`` are made time-major float32 (datasets may deliver float16 to
+    halve what the loader copies)."""
     if time_major:
-        return lambda x: x.transpose(0, 1).contiguous()
+        return lambda x: x.transpose(0, 1).float().contiguous()
     return lambda x: snn_input(x, T).contiguous()
 
 
 def teacher_view(time_major: bool):
     """Batch -> ANN input ``[B,C,H,W]``: event frames are averaged over time."""
-    return (lambda x: x.mean(1)) if time_major else (lambda x: x)
+    return (lambda x: x.float().mean(1)) if time_major else (lambda x: x)
 
 
 def build_student(recipe: Dict, num_classes: int, in_chans: int) -> nn.Module:
