@@ -296,8 +296,8 @@ def run(*, device: str = "cpu", models: Optional[Sequence[str]] = None,
                     out(f"  {model} {dtype} {method:4s} T={T:2d}: {shown}")
                     results.append(result)
     env = environment(device)
-    env.update(batch=batch, image=f"{img_size}x{img_size}", timed_steps=steps, warmup=warmup,
-               time_chunk=time_chunk or "default (T on cuda, 1 on cpu)")
+    env.update(threads=threads, batch=batch, image=f"{img_size}x{img_size}", timed_steps=steps,
+               warmup=warmup, time_chunk=time_chunk or "default (T on cuda, 1 on cpu)")
     table, checks = markdown_table(results), check_targets(results)
     out("\n" + table + "\n")
     for line in checks:
