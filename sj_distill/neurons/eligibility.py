@@ -189,7 +189,7 @@ class EligibilityTrace:
           geometric series), so the chunk's eligibility is one weighted sum over time,
           ``sum_t kappa_t * g'_t`` (a matrix-vector product), with no loop over tensors.
         * Other resets: ``kappa`` differs per neuron; the loop over the chunk's steps is left
-          with two multiply-adds per step (the reference does about ten operations).
+          with four elementwise operations per step (the reference does about ten).
 
         Temporaries: a few ``[t, N, ...]`` tensors (the reference: ``[N, ...]`` ones)."""
         dyn = self.dynamics
