@@ -112,15 +112,12 @@ def _add_product(total: torch.Tensor, a: torch.Tensor, b: Union[float, torch.Ten
 
 
 def _accumulate(total: Optional[torch.Tensor], a: torch.Tensor,
-                b: Union[None, float, torch.Tensor] = None) -> torch.Tensor:
-    """``total + a * b`` (``b`` None: ``total + a``), in place into ``total``; a new tensor
-    when ``total`` is None (``a`` may be a view of the caller's data, so it is never kept)."""
+                owned: bool = True) -> torch.Tensor:
+    """``total + a``, in place into ``total``; ``a`` itself (``owned``) or a copy of it (``a``
+    a view of the caller's data) when ``total`` is None."""
     if total is None:
-        return a.clone() if b is None else a * b
-    if b is None:
-        return total.add_(a)
-    _add_product(total, a, b)
-    return total
+        return a if owned else a.clone()
+    return total.add_(a)
 
 
 def compute_dtype(tensor: torch.Tensor) -> torch.dtype:
@@ -224,28 +221,28 @@ class EligibilityTrace:
                 self.kappa_v = gain + lam * self.kappa_v
                 kappas.append(self.kappa_v)
             if steps == 1:
-                self.elig_sum = _accumulate(self.elig_sum, sg[0], kappas[0])
+                elig = sg[0] * kappas[0]
             else:
                 weights = torch.stack([torch.as_tensor(k, dtype=dtype, device=sg.device)
                                        for k in kappas])
-                self.elig_sum = _accumulate(self.elig_sum, torch.tensordot(weights, sg, dims=1))
+                elig = torch.tensordot(weights, sg, dims=1)
         else:
-            elig = torch.zeros_like(sg[0]) if self.elig_sum is None else self.elig_sum
+            elig = torch.zeros_like(sg[0])
             for t in range(steps):
                 kappa_h = lam * self.kappa_v + gain
                 _add_product(elig, sg[t], kappa_h)
                 self.kappa_v = rho[t] * kappa_h
-            self.elig_sum = elig
+        self.elig_sum = _accumulate(self.elig_sum, elig)
         if dyn.kind == "plif":
             direct = dyn.charge_decay_derivative(v_prev, x_seq.to(dtype))
-            decay_elig = (torch.zeros_like(sg[0]) if self.decay_elig_sum is None
-                          else self.decay_elig_sum)
+            decay_elig = torch.zeros_like(sg[0])
             for t in range(steps):
                 mu_h = lam * self.mu_v + direct[t]
                 _add_product(decay_elig, sg[t], mu_h)
                 self.mu_v = (rho if isinstance(rho, float) else rho[t]) * mu_h
-            self.decay_elig_sum = decay_elig
-        self.spike_sum = _accumulate(self.spike_sum, spikes[0] if steps == 1 else spikes.sum(0))
+            self.decay_elig_sum = _accumulate(self.decay_elig_sum, decay_elig)
+        self.spike_sum = (_accumulate(self.spike_sum, spikes[0], owned=False) if steps == 1
+                          else _accumulate(self.spike_sum, spikes.sum(0)))
         self.steps += steps
 
     def result(self) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
