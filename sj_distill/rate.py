@@ -387,8 +387,8 @@ def enable(model: nn.Module, scale_grad_by_T: bool = True,
     each multi-step neuron is called on ``time_chunk`` steps at a time (same spikes; its own
     temporaries shrink from ``[T, ...]`` to ``[time_chunk, ...]``; larger chunks mean fewer
     kernel calls). ``time_chunk=None`` (default): all ``T`` steps in one fused-kernel call
-    on CUDA, one step per call on the CPU. Eval mode: the original SNN. Raises :class:`UnsupportedModuleError`
-    naming the first module it cannot treat. Enabling an enabled model only updates
+    on CUDA, one step per call on the CPU. Eval mode: the original SNN. Raises
+    :class:`UnsupportedModuleError` naming the first module it cannot treat. Enabling an enabled model only updates
     ``scale_grad_by_T`` and ``time_chunk``."""
     if time_chunk is not None and (isinstance(time_chunk, bool)
                                    or not isinstance(time_chunk, int) or time_chunk < 1):
