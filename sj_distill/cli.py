@@ -6,10 +6,14 @@ sub-command imports what it needs when it runs.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from typing import List, Optional
 
 from . import __version__
+
+#: Exit status of a run stopped by Ctrl-C or SIGTERM (128 + SIGINT, as shells report it).
+INTERRUPTED = 130
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
@@ -55,17 +59,19 @@ def _cmd_data_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def _cmd_recipe(args: argparse.Namespace) -> int:
-    from . import config
+    from .api import run_recipe
 
     overrides = list(args.overrides)
     if args.epochs is not None:
         overrides.append(f"train.epochs={args.epochs}")
-    recipe = config.load_recipe(args.name, overrides)
-    from .engine.trainer import run_recipe
-
-    summary = run_recipe(recipe, args.out or f"runs/{recipe['name']}", data_dir=args.data_dir,
-                         resume=args.resume)
+    signal.signal(signal.SIGTERM, _raise_interrupt)  # SIGTERM ends a run as Ctrl-C does
+    summary = run_recipe(args.name, args.out, overrides=overrides, data_dir=args.data_dir,
+                         resume=args.resume, restart=args.restart)
     from .engine import distributed
 
     if distributed.is_main():
@@ -174,10 +180,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=None, help="shortcut for train.epochs=N")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its last finished epoch")
+    p.add_argument("--restart", action="store_true",
+                   help="start the run in --out over: delete its checkpoints and results first")
     p.set_defaults(func=_cmd_recipe)
 
     p = sub.add_parser("eval", help="accuracy, firing rates, SOPs and energy of a checkpoint")
-    p.add_argument("checkpoint", help="student.pt (or last.pt) of a recipe run")
+    p.add_argument("checkpoint", help="a run folder, or its student.pt or last.pt")
     p.add_argument("--data-dir", default=None, help="dataset root (real datasets)")
     p.add_argument("--out", default=None, help="where eval.json and firing_rates.png go")
     p.add_argument("--batch-size", type=int, default=None)
@@ -229,9 +237,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse_args(parser: argparse.ArgumentParser, argv: Optional[List[str]]) -> argparse.Namespace:
+    """Parse ``argv``; ``KEY=VALUE`` overrides of ``recipe`` may come before or after its
+    options (argparse alone takes them only before)."""
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command == "recipe" and all("=" in e and not e.startswith("-")
+                                                  for e in extra):
+        args.overrides = list(args.overrides) + extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv)
     if args.command is None:
         parser.print_help()
         return 0
@@ -241,6 +261,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"sj-distill: error: {message}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as err:
+        message = str(err) if str(err) else "interrupted"
+        print(f"sj-distill: {message}", file=sys.stderr)
+        return INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Sequence, Tuple, Union
 
 import yaml
 
@@ -202,11 +202,27 @@ def parse_override(text: str) -> Tuple[List[str], Any]:
     return key.split("."), yaml.safe_load(value) if value else ""
 
 
-def apply_overrides(data: Dict, overrides: List[str]) -> Dict:
-    """Set dotted keys of a raw (unvalidated) recipe mapping; returns a new mapping."""
-    data = copy.deepcopy(data)
+def _override_items(overrides: Union[Sequence[str], Mapping[str, Any]]):
+    """``(text, keys, value)`` per override: ``'a.b=1'`` strings (value parsed as YAML) or a
+    mapping ``{'a.b': 1}`` (value used as is)."""
+    if isinstance(overrides, Mapping):
+        for key, value in overrides.items():
+            if not key:
+                raise RecipeError(f"override {key!r}={value!r} has an empty key")
+            yield f"{key}={value!r}", key.split("."), value
+        return
+    if isinstance(overrides, str):
+        raise RecipeError(f"overrides must be a list of key=value strings, got the string "
+                          f"{overrides!r}")
     for text in overrides:
-        keys, value = parse_override(text)
+        yield (text, *parse_override(text))
+
+
+def apply_overrides(data: Dict, overrides: Union[Sequence[str], Mapping[str, Any]]) -> Dict:
+    """Set dotted keys of a raw (unvalidated) recipe mapping; returns a new mapping.
+    ``overrides``: ``['train.epochs=3', ...]`` or ``{'train.epochs': 3, ...}``."""
+    data = copy.deepcopy(data)
+    for text, keys, value in _override_items(overrides):
         node = data
         for key in keys[:-1]:
             if node.get(key) is None:
@@ -218,7 +234,8 @@ def apply_overrides(data: Dict, overrides: List[str]) -> Dict:
     return data
 
 
-def load_recipe(name_or_path: str, overrides: Optional[List[str]] = None) -> Dict:
+def load_recipe(name_or_path: str,
+                overrides: Union[None, Sequence[str], Mapping[str, Any]] = None) -> Dict:
     """Load, override and validate a recipe by shipped name or YAML path."""
     path = recipe_path(name_or_path)
     try:

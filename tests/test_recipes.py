@@ -9,7 +9,7 @@ import torch
 from sj_distill import config, teachers
 from sj_distill.cli import main
 from sj_distill.engine.student_stage import build_loss
-from sj_distill.engine.trainer import _optimizer_and_scheduler, build_student
+from sj_distill.engine.trainer import build_student, optimizer_and_scheduler
 from sj_distill.registry import DATASETS, LOSSES, OPTIMIZERS, SCHEDULERS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,7 +59,7 @@ def test_shipped_recipe_builds_model_teacher_loss_and_optimiser(name):
     logits_layer = [m for m in student.modules() if isinstance(m, torch.nn.Linear)][-1]
     assert logits_layer.out_features == classes
     build_loss(recipe)
-    optimizer, _ = _optimizer_and_scheduler(recipe["train"], list(student.parameters()),
+    optimizer, _ = optimizer_and_scheduler(recipe["train"], list(student.parameters()),
                                             recipe["train"]["epochs"])
     assert sum(len(g["params"]) for g in optimizer.param_groups) == \
         len(list(student.parameters()))

@@ -75,6 +75,7 @@ def two_process_results(tmp_path_factory):
     return torch.load(tmp / "results.pt")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["bptt", "rate"])
 def test_two_processes_equal_one_process_on_the_whole_batch(two_process_results, method):
     x, upstream = _data()

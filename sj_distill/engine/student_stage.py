@@ -13,8 +13,9 @@ from typing import Dict, Tuple
 from torch import nn
 
 from ..config import RecipeError
-from ..registry import LOSSES
+from ..registry import LOSSES, check_params
 from .objectives import time_mean
+from .validate import recipe_section
 
 #: loss name -> (needs a teacher, needs per-step logits [T,B,K])
 LOSS_NEEDS = {"ce": (False, False), "kd": (True, False), "tser": (True, True),
@@ -51,8 +52,13 @@ class BRDObjective:
 
 
 def build_loss(recipe: Dict) -> nn.Module:
+    """The loss named by ``train.loss.name`` with ``train.loss.params``; errors name the key."""
     spec = recipe["train"]["loss"]
-    return LOSSES.build(spec["name"], where="train.loss.params", **spec["params"])
+    with recipe_section("train.loss.name"):
+        builder = LOSSES.get(spec["name"], where="train.loss.name")
+    with recipe_section("train.loss.params"):
+        LOSSES.check_params(spec["name"], spec["params"], "train.loss.params")
+        return builder(**spec["params"])
 
 
 def student_objective(recipe: Dict, student: nn.Module, teacher) -> Tuple[nn.Module, object, Dict]:
@@ -73,13 +79,15 @@ def student_objective(recipe: Dict, student: nn.Module, teacher) -> Tuple[nn.Mod
     if method == "rate":
         from .. import rate
 
-        rate.enable(student, scale_grad_by_T=recipe["train"]["scale_grad_by_T"])
+        with recipe_section("train.method"):
+            rate.enable(student, scale_grad_by_T=recipe["train"]["scale_grad_by_T"])
     if name == "brd":
         from ..hybrid import BlockReplacement
 
-        hybrid = BlockReplacement(student, teacher, points=recipe["train"]["brd"]["points"],
-                                  **recipe["train"]["brd"]["params"])
-        return hybrid, BRDObjective(loss_fn), {"student": student,
-                                                            "adapters": hybrid.adapters}
+        brd = recipe["train"]["brd"]
+        with recipe_section("train.brd"):
+            check_params(BlockReplacement, brd["params"], "train.brd.params", "BlockReplacement")
+            hybrid = BlockReplacement(student, teacher, points=brd["points"], **brd["params"])
+        return hybrid, BRDObjective(loss_fn), {"student": student, "adapters": hybrid.adapters}
     return student, LogitObjective(loss_fn, needs_teacher), {"student": student}
 
