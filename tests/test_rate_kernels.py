@@ -279,3 +279,32 @@ def test_fused_kernel_choice(monkeypatch, dtype, cuda):
     else:
         assert (used, inside) == ("torch", "torch")
     assert sj.neuron_backend(neuron) == ("torch" if sj.LEGACY else "auto")
+
+
+def test_cpu_bf16_autocast_bn_statistics_are_fp32_and_equal_those_of_the_bf16_inputs():
+    """Conv -> BN -> LIF under CPU bf16 autocast (the conv runs in bf16): the spike-pass BN
+    statistics are float32 and equal the float32 statistics of the bf16 conv output, the
+    running statistics stay float32, and the rate pass runs and sends gradients."""
+    net = nn.Sequential(layer.Conv2d(2, 4, 3, padding=1, step_mode="m"),
+                        layer.BatchNorm2d(4, step_mode="m"), _neuron(kind="lif", decay=0.5),
+                        layer.Flatten(step_mode="m"), layer.Linear(4 * 36, 3, step_mode="m"))
+    model = rate.enable(net).train()
+    conv_out, stats = [], {}
+    model[0].register_forward_hook(lambda m, i, o: conv_out.append(o)
+                                   if rate.current_phase() == "spike" else None)
+
+    def keep_record(module, inputs, output):
+        if rate.current_phase() == "rate":
+            stats["record"] = module._sj_rate.records[0]
+
+    model[1].register_forward_hook(keep_record)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(torch.rand(3, 5, 2, 6, 6))
+    out.float().sum().backward()
+    z = conv_out[0].float().flatten(0, 1)
+    record = stats["record"]
+    assert conv_out[0].dtype == torch.bfloat16
+    assert record.mean.dtype == record.var.dtype == model[1].running_mean.dtype == torch.float32
+    torch.testing.assert_close(record.mean, z.mean((0, 2, 3)), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(record.var, z.var((0, 2, 3), unbiased=False), rtol=1e-4, atol=1e-6)
+    assert model[0].weight.grad.abs().sum() > 0

@@ -172,8 +172,9 @@ class BatchNormRecord:
         # momentum 1 makes torch's own batch norm hand back the batch mean and unbiased
         # variance it normalised with: one pass over x, and the output is bit-identical to
         # the BN's ordinary training forward
-        mean = x.new_zeros(x.shape[1])
-        var = x.new_ones(x.shape[1])
+        stats_dtype = torch.promote_types(x.dtype, torch.float32)  # fp32 under bf16/fp16 AMP
+        mean = x.new_zeros(x.shape[1], dtype=stats_dtype)
+        var = x.new_ones(x.shape[1], dtype=stats_dtype)
         y = F.batch_norm(x, mean, var, bn.weight, bn.bias, True, 1.0, bn.eps)
         count = x.numel() // x.shape[1]
         self.chunks.append((mean, var.mul_((count - 1) / count), count))
@@ -195,7 +196,9 @@ class BatchNormRecord:
 
     def rate_forward(self, bn: nn.modules.batchnorm._BatchNorm, x: torch.Tensor,
                      name: str) -> torch.Tensor:
-        """``x``: rate tensor ``[B,C,...]`` with autograd."""
+        """``x``: rate tensor ``[B,C,...]`` with autograd; computed in float32 (or float64)
+        whatever the autocast dtype of ``x``."""
+        x = x.to(torch.promote_types(x.dtype, torch.float32))
         shape = self._channel_shape(x)
         if self.uses_batch_stats(bn):
             _check_shape(f"BatchNorm '{name}'", self.mean.shape, x.shape[1:2])
