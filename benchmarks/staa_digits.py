@@ -1,22 +1,30 @@
-"""STAA on sklearn digits: plain SNN vs STAA-patched SNN, and the paper's ablation.
+"""STAA on sklearn digits: the paper's ablation ladder and our shape choices, same budget.
 
 Data: sklearn's ``load_digits`` (1797 real 8x8 images shipped with sklearn), scaled to [0, 1],
 upsampled to 12x12 (bilinear), repeated over T=4 steps (direct encoding); a fixed stratified
 split of 1347 train / 450 test. Backbone: a small spiking ResNet from
 :class:`sj_distill.models.SpikingResNet` (basic blocks, stages [1,1,1] x [8,16,32], CIFAR
 stem, default LIF: decay 0.2, threshold 1, soft detached reset, sigmoid surrogate 4).
-Budget: the same for every row: ``--epochs`` (default 3) epochs of Adam (lr 1e-2, cosine),
-batch 32, CE on the time-mean logits. Rows (STAA after every stage): plain; adaptive LIF only;
-then GC, PE, step attention (SA), time-step random dropout (TSRD) added one by one (the last
-row is full STAA).
-Prints test accuracy (mean +- std over 3 seeds) and wall time. Run:
+STAA: ``staa.patch(model, (1, 12, 12), ...)``, by default on the last neuron of every stage.
+Budget, the same for every row: ``--epochs`` (default 2) epochs of Adam (lr 1e-2, cosine),
+batch 32, CE on the time-mean logits.
 
-    PYTHONPATH=$PWD python benchmarks/staa_digits.py [--epochs 3] [--seeds 0 1 2]
+Row groups (``--group``):
+  * ``ladder``: plain; + GC; + PE; + SA; + TSRD; + adaptive LIF (full STAA), parts added in
+    the paper's ablation order (GC, PE, SA, TSRD) with the adaptive LIF last;
+  * ``shapes``: full STAA with one of our shape choices changed (no LayerNorms, a plain
+    ``x*g`` GC gate, step-attention kernel 1, full M/N maps, TSRD per forward, every neuron).
+
+Prints one line per run and a summary (test accuracy, mean +- std over seeds; added params and
+MACs per sample) and writes them as JSON. Run:
+
+    PYTHONPATH=$PWD OMP_NUM_THREADS=1 python benchmarks/staa_digits.py --group ladder \
+        [--epochs 2] [--seeds 0 1 2] [--json benchmarks/results/staa/ladder.json]
 """
 from __future__ import annotations
 
 import argparse
-import os
+import json
 import statistics
 import time
 
@@ -30,20 +38,33 @@ from sj_distill.models import SpikingResNet
 from sj_distill.models.resnet import BasicBlock
 
 T = 4
-ROWS = [
-    ("plain SNN", None),
-    ("+ adaptive LIF", dict(pe=False, gc=False, alif=True, sa=False, tsrd=False)),
-    ("+ GC", dict(pe=False, gc=True, alif=True, sa=False, tsrd=False)),
-    ("+ PE", dict(pe=True, gc=True, alif=True, sa=False, tsrd=False)),
-    ("+ SA", dict(pe=True, gc=True, alif=True, sa=True, tsrd=False)),
-    ("+ TSRD (full STAA)", dict(pe=True, gc=True, alif=True, sa=True, tsrd=True)),
-]
+SIZE = 12
+NONE = dict(pe=False, gc=False, alif=False, sa=False, tsrd=False)
+FULL = dict(pe=True, gc=True, alif=True, sa=True, tsrd=True)
+GROUPS = {
+    "ladder": [
+        ("plain SNN", None),
+        ("+ GC", dict(NONE, gc=True)),
+        ("+ PE", dict(NONE, gc=True, pe=True)),
+        ("+ SA", dict(NONE, gc=True, pe=True, sa=True)),
+        ("+ TSRD", dict(FULL, alif=False)),
+        ("+ adaptive LIF (full)", FULL),
+    ],
+    "shapes": [
+        ("full, no LayerNorm", dict(FULL, norm=False)),
+        ("full, GC gate x*g", dict(FULL, gc_gate="plain")),
+        ("full, SA kernel 1", dict(FULL, sa_kernel=1)),
+        ("full, M,N maps [C,H,W]", dict(FULL, alif_maps="full")),
+        ("full, TSRD per forward", dict(FULL, tsrd_unit="forward")),
+        ("full, every neuron", dict(FULL, where="all")),
+    ],
+}
 
 
 def load_data():
     digits = load_digits()
     x = torch.tensor(digits.images, dtype=torch.float32)[:, None] / 16.0
-    x = F.interpolate(x, size=(12, 12), mode="bilinear", align_corners=False)
+    x = F.interpolate(x, size=(SIZE, SIZE), mode="bilinear", align_corners=False)
     y = torch.tensor(digits.target)
     tr, te = train_test_split(range(len(y)), test_size=450, stratify=digits.target,
                               random_state=0)
@@ -54,7 +75,7 @@ def build(parts, seed):
     torch.manual_seed(seed)
     model = SpikingResNet(BasicBlock, (1, 1, 1), (8, 16, 32), num_classes=10, in_chans=1)
     if parts is not None:
-        staa.patch(model, time_steps=T, **parts)
+        staa.patch(model, (1, SIZE, SIZE), time_steps=T, **parts)
     return model
 
 
@@ -87,28 +108,39 @@ def run(parts, seed, epochs, data):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--group", choices=sorted(GROUPS), default="ladder")
+    parser.add_argument("--rows", type=int, nargs="+", help="row indices to run (default all)")
+    parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--json", help="write the summary rows here")
     args = parser.parse_args()
-    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    torch.set_num_threads(1)
     data = load_data()
-    print(f"spikingjelly {sj.SJ_VERSION}, torch {torch.__version__}, T={T}, "
-          f"epochs={args.epochs}, seeds={args.seeds}")
-    print(f"{'row':<22} {'test acc % (mean +- std)':>26} {'per seed':>24} {'+params':>8} "
-          f"{'+MACs/sample':>13} {'s/run':>6}")
-    for name, parts in ROWS:
-        start = time.time()
-        accs = [run(parts, s, args.epochs, data) for s in args.seeds]
-        secs = (time.time() - start) / len(args.seeds)
-        if parts is None:
-            extra_p = extra_m = 0
-        else:
-            cost = staa.overhead(build(parts, 0), torch.zeros(T, 1, 1, 12, 12))
-            extra_p, extra_m = cost["params"], cost["macs"]
-        std = statistics.stdev(accs) if len(accs) > 1 else 0.0
-        print(f"{name:<22} {statistics.mean(accs):>18.2f} +- {std:4.2f} "
-              f"{' '.join(f'{a:.2f}' for a in accs):>24} {extra_p:>8} {extra_m:>13} "
-              f"{secs:>6.1f}", flush=True)
+    rows = [r for i, r in enumerate(GROUPS[args.group]) if args.rows is None or i in args.rows]
+    print(f"spikingjelly {sj.SJ_VERSION}, torch {torch.__version__}, T={T}, {SIZE}x{SIZE}, "
+          f"epochs={args.epochs}, seeds={args.seeds}, group={args.group}", flush=True)
+    summary = []
+    for name, parts in rows:
+        accs, secs = [], []
+        for s in args.seeds:
+            start = time.time()
+            accs.append(run(parts, s, args.epochs, data))
+            secs.append(time.time() - start)
+            print(f"  {name} seed {s}: {accs[-1]:.2f} ({secs[-1]:.0f} s)", flush=True)
+        cost = (dict(params=0, macs=0) if parts is None else
+                staa.overhead(build(parts, 0), torch.zeros(T, 1, 1, SIZE, SIZE)))
+        row = dict(row=name, mean=statistics.mean(accs),
+                   std=statistics.stdev(accs) if len(accs) > 1 else 0.0, accs=accs,
+                   params=cost["params"], macs=cost["macs"], s_per_run=statistics.mean(secs))
+        summary.append(row)
+        print(f"{name:<26} {row['mean']:6.2f} +- {row['std']:4.2f}  "
+              f"[{' '.join(f'{a:.2f}' for a in accs)}]  +params {row['params']}  "
+              f"+MACs {row['macs']}  {row['s_per_run']:.0f} s/run", flush=True)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(dict(spikingjelly=sj.SJ_VERSION, torch=torch.__version__, T=T,
+                           size=SIZE, epochs=args.epochs, seeds=args.seeds, rows=summary), f,
+                      indent=1)
 
 
 if __name__ == "__main__":
