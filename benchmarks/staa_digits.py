@@ -20,6 +20,7 @@ MACs per sample) and writes them as JSON. Run:
 
     PYTHONPATH=$PWD OMP_NUM_THREADS=1 python benchmarks/staa_digits.py --group ladder \
         [--epochs 2] [--seeds 0 1 2] [--json benchmarks/results/staa/ladder.json]
+    python benchmarks/staa_digits.py --merge a.json b.json   # one table over all their seeds
 """
 from __future__ import annotations
 
@@ -106,6 +107,21 @@ def run(parts, seed, epochs, data):
     return 100.0 * (pred == yte).float().mean().item()
 
 
+def merge(paths):
+    """Print one markdown table pooling the seeds of several JSON outputs, row by row."""
+    rows = {}
+    for path in paths:
+        with open(path) as f:
+            for row in json.load(f)["rows"]:
+                rows.setdefault(row["row"], dict(row, accs=[]))["accs"] += row["accs"]
+    print("| row | test acc % (mean +- std) | seeds | +params | +MACs / sample |")
+    print("|---|---|---|---|---|")
+    for name, row in rows.items():
+        accs = row["accs"]
+        print(f"| {name} | {statistics.mean(accs):.2f} +- {statistics.stdev(accs):.2f} | "
+              f"{len(accs)} | {row['params']} | {row['macs']} |")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--group", choices=sorted(GROUPS), default="ladder")
@@ -113,7 +129,11 @@ def main():
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--json", help="write the summary rows here")
+    parser.add_argument("--merge", nargs="+", metavar="JSON", help="only print the pooled table")
     args = parser.parse_args()
+    if args.merge:
+        merge(args.merge)
+        return
     torch.set_num_threads(1)
     data = load_data()
     rows = [r for i, r in enumerate(GROUPS[args.group]) if args.rows is None or i in args.rows]

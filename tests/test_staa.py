@@ -89,7 +89,6 @@ def test_tsrd_per_sample_and_step_with_probability_beta_from_torch_rng():
     assert torch.equal(out, drop(gates))
     assert set(out.unique().tolist()) == {0.25, 1.0}
     assert (out == 1.0).float().mean().item() == pytest.approx(0.3, abs=0.02)
-    assert (out == 1.0).any(dim=0).all() is not None
     assert torch.equal(drop.eval()(gates), gates)
 
 
@@ -113,12 +112,12 @@ def test_neutral_parts_give_the_unpatched_outputs_and_gradients(parts):
     # The adaptive LIF starts at the replaced neuron's leak and gain and keeps its threshold,
     # reset, detach_reset and surrogate: a non-default neuron must give the same forward and
     # the same input gradient (atol: M = 1 - 1/tau is rounded differently from LIF's v/tau).
+    # Train mode: SpikingJelly 0.0.0.0.14's LIF has no surrogate path in eval mode.
     neuron = dict(decay=0.5, v_threshold=0.7, reset="hard", v_reset=0.0, detach_reset=False,
                   surrogate_fn="rect", alpha=1.0)
     x = torch.rand(3, 2, 2, 6, 6) * 2
     for base, where in ((_small_backbone(**neuron), "all"),
                         (_zoo_student(spiking_resnet.spiking_resnet18), "stage_last")):
-        base.eval()
         patched = staa.patch(copy.deepcopy(base), (2, 6, 6), where=where, **parts)
         assert len(staa.staa_neurons(patched)) == (19 if where == "all" else 4)
         xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
@@ -139,14 +138,15 @@ def test_step_attention_gates_lie_in_unit_interval_and_differ_over_time():
     assert torch.allclose(attn(x), x * gates)
 
 
-@pytest.mark.parametrize("kernel,reaches", [(3, False), (1, False)])
-def test_step_attention_temporal_kernel_sets_its_reach(kernel, reaches):
+@pytest.mark.parametrize("kernel", [1, 3])
+def test_step_attention_temporal_kernel_sets_its_reach(kernel):
+    # two stacked temporal convs of kernel k: the gate of step t sees steps t +- (k - 1)
     attn = staa.StepAttention(8, kernel=kernel)
     x = _spikes(4)
     y = x.clone()
     y[3] = 1.0 - y[3]
-    assert torch.equal(attn.gates(x)[0], attn.gates(y)[0]) is not reaches
-    assert torch.equal(attn.gates(x)[2], attn.gates(y)[2]) is (kernel == 1)
+    changed = [not torch.equal(attn.gates(x)[t], attn.gates(y)[t]) for t in range(4)]
+    assert changed == ([False, False, False, True] if kernel == 1 else [False, True, True, True])
     with pytest.raises(ValueError, match="sa_kernel must be a positive odd number"):
         staa.StepAttention(8, kernel=2)
 
