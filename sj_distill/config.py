@@ -139,10 +139,6 @@ def _check_choices(recipe: Dict, source: str) -> None:
         raise RecipeError(f"{source}: 'train.method' must be one of {METHODS}, got {train['method']!r}")
     if train["amp"] not in AMP_MODES:
         raise RecipeError(f"{source}: 'train.amp' must be one of {AMP_MODES}, got {train['amp']!r}")
-    if train["sync_bn"]:
-        raise RecipeError(f"{source}: 'train.sync_bn: true' is not supported yet: torch's "
-                          "SyncBatchNorm converter drops SpikingJelly's multi-step [T,B] handling "
-                          "of BatchNorm; set it to false (per-process BN statistics)")
     if train["epochs"] < 0:
         raise RecipeError(f"{source}: 'train.epochs' must be >= 0, got {train['epochs']}")
     if recipe["data"]["T"] < 1:

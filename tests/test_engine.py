@@ -132,10 +132,13 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted_run(tmp_path):
     assert _final_row(straight) == _final_row(killed)
 
 
-def test_torchrun_two_processes_end_with_identical_weights(tmp_path):
+def test_torchrun_two_processes_sync_bn_rate_bp_identical_weights_then_resume_refused(tmp_path):
+    """Two gloo processes, rate-BP with synchronised BatchNorm: both ranks end with the same
+    weights; resuming that run in one process is refused with the reason."""
+    args = [str(TINY), "train.epochs=1", "train.method=rate", "train.sync_bn=true"]
     out = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-         "-m", "sj_distill", "recipe", str(TINY), "train.epochs=1", "--out", str(tmp_path)],
+         "-m", "sj_distill", "recipe", *args, "--out", str(tmp_path)],
         env=ENV, capture_output=True, text=True, timeout=240)
     assert out.returncode == 0, out.stderr[-3000:]
     summary = json.loads((tmp_path / "summary.json").read_text())
@@ -143,6 +146,12 @@ def test_torchrun_two_processes_end_with_identical_weights(tmp_path):
     digests = summary["weight_digest_per_rank"]
     assert len(digests) == 2 and digests[0] == digests[1]
     assert summary["top1"] is not None
+    assert checkpoint.load(tmp_path / "last.pt")["world_size"] == 2
+
+    resumed = _run(["recipe", *args[:1], "train.epochs=2", *args[2:], "--out", str(tmp_path),
+                    "--resume"], timeout=240)
+    assert resumed.returncode != 0
+    assert "was written by a run of 2 process(es), this run has 1" in resumed.stderr
 
 
 def test_teacher_stage_then_brd_with_rate_bp(tmp_path):

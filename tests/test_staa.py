@@ -280,9 +280,9 @@ def test_unpatch_restores_a_parametric_neuron_and_its_key():
 
 
 def test_registered_and_project_backbones_wrap_the_last_neuron_of_each_stage():
-    expected = {"cifar_resnet19": {"layer1.2.sn2": 128, "layer2.2.sn2": 256, "layer3.1.sn2": 512},
-                "cifar_vgg11": {"layer1.2": 64, "layer2.2": 128, "layer3.5": 256,
-                                "layer4.5": 512, "layer5.5": 512},
+    expected = {"resnet19": {"layer1.2.sn2": 128, "layer2.2.sn2": 256, "layer3.1.sn2": 512},
+                "vgg11": {"layer1.2": 64, "layer2.5": 256, "layer3.5": 512, "layer4.2": 512,
+                          "layer5.5": 512},
                 "vggsnn": {"layer1.5": 128, "layer2.5": 256, "layer3.5": 512, "layer4.5": 512}}
     for name, wrapped in expected.items():
         model = models.create_model(name, num_classes=3)

@@ -84,6 +84,13 @@ def _resume(stage: Stage, path: Path) -> int:
     if state["stage"] != stage.name:
         raise checkpoint.CheckpointError(
             f"checkpoint {path} belongs to stage {state['stage']!r}, not {stage.name!r}")
+    saved_world = state.get("world_size", 1)
+    if saved_world != distributed.world_size():
+        raise checkpoint.CheckpointError(
+            f"checkpoint {path} was written by a run of {saved_world} process(es), this run has "
+            f"{distributed.world_size()}: resume with the same number of processes (torchrun "
+            "--nnodes x --nproc_per_node), since the per-process batch and the data order depend "
+            "on it, or start a new run in another --out folder")
     for name, module in stage.state.items():
         module.load_state_dict(state["modules"][name])
     stage.optimizer.load_state_dict(state["optimizer"])
@@ -147,6 +154,7 @@ def fit(stage: Stage, train_loader, ckpt_path: Path, runlog: RunLog, seed: int,
                 "optimizer": stage.optimizer.state_dict(),
                 "scheduler": stage.scheduler.state_dict(),
                 "rng": _rng_state(), "sampler_epoch": epoch + 1,
+                "world_size": distributed.world_size(),
                 "history": stage.history,
             }, ckpt_path)
         distributed.barrier()

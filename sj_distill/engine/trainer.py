@@ -182,6 +182,10 @@ def run_recipe(recipe: Dict, out_dir: str | Path, data_dir: Optional[str] = None
             device, resume)
 
     student = build_student(recipe, num_classes, in_chans).to(device)
+    if recipe["train"]["sync_bn"]:  # before rate.enable, which must see the synchronised BNs
+        from .. import sync_bn
+
+        sync_bn.convert(student)
     from .student_stage import student_objective
 
     trained, objective, checkpointed = student_objective(recipe, student, teacher)

@@ -30,10 +30,10 @@ def _split(kwargs: dict) -> dict:
 
 @register_model
 def staa_resnet19(num_classes: int = 10, img_size: int = 32, **kwargs) -> nn.Module:
-    """STAA-ResNet-19: ``cifar_resnet19`` (CIFAR, 3 stages of 128/256/512) with STAA on the
-    last neuron of each stage (the paper's CIFAR backbone, T=4)."""
+    """STAA-ResNet-19: ``resnet19`` (CIFAR, 3 stages of 128/256/512, head 512-256-K) with
+    STAA on the last neuron of each stage (the paper's CIFAR backbone, T=4)."""
     options = _split(kwargs)
-    model = create_model("cifar_resnet19", num_classes=num_classes, **kwargs)
+    model = create_model("resnet19", num_classes=num_classes, **kwargs)
     return staa.patch(model, (kwargs.get("in_chans", 3), img_size, img_size), **options)
 
 
