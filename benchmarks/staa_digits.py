@@ -21,6 +21,7 @@ MACs per sample) and writes them as JSON. Run:
     PYTHONPATH=$PWD OMP_NUM_THREADS=1 python benchmarks/staa_digits.py --group ladder \
         [--epochs 2] [--seeds 0 1 2] [--json benchmarks/results/staa/ladder.json]
     python benchmarks/staa_digits.py --merge a.json b.json   # one table over all their seeds
+    python benchmarks/staa_digits.py --overhead   # STAA cost on ResNet-19, 32x32, T=4
 """
 from __future__ import annotations
 
@@ -122,6 +123,43 @@ def merge(paths):
               f"{len(accs)} | {row['params']} | {row['macs']} |")
 
 
+def resnet19_overhead():
+    """Print what STAA adds to ``resnet19`` (100 classes) on 32x32 at T=4, for
+    ``where="stage_last"`` and ``"all"``, against the backbone's parameters and conv/linear MACs."""
+    from torch import nn
+
+    from sj_distill import models
+
+    sample = torch.rand(T, 1, 3, 32, 32)
+    model = models.create_model("resnet19", num_classes=100)
+    macs = []
+
+    def count(mod, _inputs, out):
+        fan_in = (mod.in_features if isinstance(mod, nn.Linear) else
+                  mod.in_channels * mod.kernel_size[0] * mod.kernel_size[1] // mod.groups)
+        macs.append(out.numel() * fan_in)
+
+    hooks = [m.register_forward_hook(count) for m in model.modules()
+             if isinstance(m, (nn.Conv2d, nn.Linear))]
+    with torch.no_grad():
+        model(sample)
+    for h in hooks:
+        h.remove()
+    base_params, base_macs = sum(p.numel() for p in model.parameters()), sum(macs)
+    print(f"resnet19, 32x32, T={T}: {base_params} params, {base_macs} conv/linear MACs per sample")
+    for where in ("stage_last", "all"):
+        model = staa.patch(models.create_model("resnet19", num_classes=100), (3, 32, 32),
+                           where=where, time_steps=T)
+        cost = staa.overhead(model, sample)
+        print(f"where={where}: {len(cost['neurons'])} neurons, +{cost['params']} params "
+              f"({100 * cost['params'] / base_params:.2f}%), +{cost['macs']} MACs "
+              f"({100 * cost['macs'] / base_macs:.3f}%)")
+        for name, row in cost["neurons"].items():
+            if where == "stage_last":
+                print(f"  {name}: C={row['channels']}, input {row['input']}, "
+                      f"+{row['params']} params, +{row['macs']} MACs")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--group", choices=sorted(GROUPS), default="ladder")
@@ -130,7 +168,12 @@ def main():
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--json", help="write the summary rows here")
     parser.add_argument("--merge", nargs="+", metavar="JSON", help="only print the pooled table")
+    parser.add_argument("--overhead", action="store_true", help="only print ResNet-19's STAA cost")
     args = parser.parse_args()
+    if args.overhead:
+        torch.set_num_threads(1)
+        resnet19_overhead()
+        return
     if args.merge:
         merge(args.merge)
         return
