@@ -63,7 +63,15 @@ GROUPS = {
 }
 
 
-def load_data():
+def load_data(kind="static"):
+    """``(x_train, y_train, x_test, y_test)``: static images ``[N, 1, 12, 12]`` or, for
+    ``kind="dvs"``, digits-dvs event frames ``[N, T, 2, 12, 12]`` (its own 80/20 split)."""
+    if kind == "dvs":
+        from sj_distill.data import build_digits_dvs
+
+        train, test = build_digits_dvs(img_size=SIZE, T=T, amplitude=1.0)
+        return (train.frames, torch.as_tensor(train.labels), test.frames,
+                torch.as_tensor(test.labels))
     digits = load_digits()
     x = torch.tensor(digits.images, dtype=torch.float32)[:, None] / 16.0
     x = F.interpolate(x, size=(SIZE, SIZE), mode="bilinear", align_corners=False)
@@ -73,23 +81,26 @@ def load_data():
     return x[tr], y[tr], x[te], y[te]
 
 
-def build(parts, seed):
+def build(parts, seed, in_chans=1):
     torch.manual_seed(seed)
-    model = SpikingResNet(BasicBlock, (1, 1, 1), (8, 16, 32), num_classes=10, in_chans=1)
+    model = SpikingResNet(BasicBlock, (1, 1, 1), (8, 16, 32), num_classes=10, in_chans=in_chans)
     if parts is not None:
-        staa.patch(model, (1, SIZE, SIZE), time_steps=T, **parts)
+        staa.patch(model, (in_chans, SIZE, SIZE), time_steps=T, **parts)
     return model
 
 
 def logits(model, x):
-    out = model(x.unsqueeze(0).repeat(T, 1, 1, 1, 1)).mean(0)
+    """Static images ``[B, C, H, W]`` are repeated T times; event frames ``[B, T, C, H, W]``
+    are made time-major."""
+    seq = x.transpose(0, 1) if x.dim() == 5 else x.unsqueeze(0).repeat(T, 1, 1, 1, 1)
+    out = model(seq).mean(0)
     sj.reset(model)
     return out
 
 
 def run(parts, seed, epochs, data):
     xtr, ytr, xte, yte = data
-    model = build(parts, seed)
+    model = build(parts, seed, in_chans=xtr.shape[-3])
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     steps = epochs * ((len(ytr) + 31) // 32)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
@@ -164,6 +175,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--group", choices=sorted(GROUPS), default="ladder")
     parser.add_argument("--rows", type=int, nargs="+", help="row indices to run (default all)")
+    parser.add_argument("--data", choices=("static", "dvs"), default="static",
+                        help="static digits or digits-dvs event frames (12x12, T bins)")
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--json", help="write the summary rows here")
@@ -178,10 +191,11 @@ def main():
         merge(args.merge)
         return
     torch.set_num_threads(1)
-    data = load_data()
+    data = load_data(args.data)
     rows = [r for i, r in enumerate(GROUPS[args.group]) if args.rows is None or i in args.rows]
     print(f"spikingjelly {sj.SJ_VERSION}, torch {torch.__version__}, T={T}, {SIZE}x{SIZE}, "
-          f"epochs={args.epochs}, seeds={args.seeds}, group={args.group}", flush=True)
+          f"data={args.data}, epochs={args.epochs}, seeds={args.seeds}, group={args.group}",
+          flush=True)
     summary = []
     for name, parts in rows:
         accs, secs = [], []
@@ -191,7 +205,8 @@ def main():
             secs.append(time.time() - start)
             print(f"  {name} seed {s}: {accs[-1]:.2f} ({secs[-1]:.0f} s)", flush=True)
         cost = (dict(params=0, macs=0) if parts is None else
-                staa.overhead(build(parts, 0), torch.zeros(T, 1, 1, SIZE, SIZE)))
+                staa.overhead(build(parts, 0, data[0].shape[-3]),
+                              torch.zeros(T, 1, data[0].shape[-3], SIZE, SIZE)))
         row = dict(row=name, mean=statistics.mean(accs),
                    std=statistics.stdev(accs) if len(accs) > 1 else 0.0, accs=accs,
                    params=cost["params"], macs=cost["macs"], s_per_run=statistics.mean(secs))
@@ -202,7 +217,7 @@ def main():
     if args.json:
         with open(args.json, "w") as f:
             json.dump(dict(spikingjelly=sj.SJ_VERSION, torch=torch.__version__, T=T,
-                           size=SIZE, epochs=args.epochs, seeds=args.seeds, rows=summary), f,
+                           data=args.data, size=SIZE, epochs=args.epochs, seeds=args.seeds, rows=summary), f,
                       indent=1)
 
 
