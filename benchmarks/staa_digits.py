@@ -217,8 +217,8 @@ def main():
     if args.json:
         with open(args.json, "w") as f:
             json.dump(dict(spikingjelly=sj.SJ_VERSION, torch=torch.__version__, T=T,
-                           data=args.data, size=SIZE, epochs=args.epochs, seeds=args.seeds, rows=summary), f,
-                      indent=1)
+                           data=args.data, size=SIZE, epochs=args.epochs, seeds=args.seeds,
+                           rows=summary), f, indent=1)
 
 
 if __name__ == "__main__":

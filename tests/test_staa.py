@@ -372,10 +372,12 @@ def test_adaptive_lif_reads_leak_and_gain_and_copies_the_replaced_neuron():
     new = staa.AdaptiveLIF.replacing(old, 3, v_threshold=0.4)
     assert (new.v_threshold, new.v_reset, new.detach_reset) == (0.4, -0.1, False)
     assert type(new.surrogate_function) is type(old.surrogate_function)
-    assert new.surrogate_function.alpha == 2.0 and new.surrogate_function is not old.surrogate_function
+    assert new.surrogate_function.alpha == 2.0
+    assert new.surrogate_function is not old.surrogate_function
     assert new.m.tolist() == [0.5] * 3 and new.n.tolist() == [1.0] * 3
     kept = staa.AdaptiveLIF.replacing(staa.AdaptiveLIF(2), 2, init_m=0.3, init_n=0.7)
-    assert kept.m.tolist() == pytest.approx([0.3, 0.3]) and kept.n.tolist() == pytest.approx([0.7] * 2)
+    assert kept.m.tolist() == pytest.approx([0.3, 0.3])
+    assert kept.n.tolist() == pytest.approx([0.7, 0.7])
 
 
 def test_adaptive_lif_membrane_gradient_matches_finite_differences():
