@@ -238,6 +238,15 @@ def reset(model: nn.Module) -> None:
             method()
 
 
+def modules_replaced(model: nn.Module) -> None:
+    """Call after swapping submodules of ``model``: SpikingJelly 2.x caches, per model, the
+    list of modules that :func:`reset` resets (a swapped-in neuron would never be reset and
+    its graph would leak into the next batch). No-op on 0.0.0.0.14, which has no cache."""
+    invalidate = getattr(functional, "invalidate_reset_cache", None)
+    if invalidate is not None:
+        invalidate(model)
+
+
 def set_step_mode(model: nn.Module, step_mode: str) -> None:
     """Set ``step_mode`` (``'s'`` or ``'m'``) on every SpikingJelly module of ``model``."""
     functional.set_step_mode(model, step_mode)
