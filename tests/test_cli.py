@@ -105,7 +105,6 @@ def test_damaged_teacher_pt_is_one_line_naming_the_file(tmp_path, capsys):
             "checkpoints)"]
 
 
-@pytest.mark.slow
 def test_the_advice_for_damaged_checkpoints_works_as_written(tmp_path, capsys):
     out = tmp_path / "run"
     out.mkdir()
@@ -132,7 +131,6 @@ def test_the_advice_for_damaged_checkpoints_works_as_written(tmp_path, capsys):
     assert checkpoint.load(out / "last.pt")["epoch"] == 1
 
 
-@pytest.mark.slow
 def test_eval_accepts_a_run_folder_student_pt_and_last_pt(tmp_path, capsys):
     out = tmp_path / "run"
     status, err = _cli(capsys, "recipe", TINY, "train.epochs=1", *FAST, "--out", out)

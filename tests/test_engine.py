@@ -158,7 +158,6 @@ def test_torchrun_two_processes_sync_bn_rate_bp_identical_weights_then_resume_re
     assert "was written by a run of 2 process(es), this run has 1" in resumed.stderr
 
 
-@pytest.mark.slow
 def test_teacher_stage_then_brd_with_rate_bp(tmp_path):
     from sj_distill.engine.trainer import run_recipe
 
