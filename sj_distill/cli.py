@@ -152,6 +152,12 @@ def _cmd_bench_memory(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench_data(args: argparse.Namespace) -> int:
+    from . import data_bench
+
+    return data_bench.run(args)
+
+
 def _cmd_bench_speed(args: argparse.Namespace) -> int:
     from . import spike_bench
 
@@ -234,6 +240,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_speed_arguments(p)
     p.set_defaults(func=_cmd_bench_speed)
+    p = bench.add_parser("data", help="samples/s of a recipe's training loader, built as a run "
+                                      "builds it (workers, pinned memory, prefetch)")
+    from .data_bench import add_arguments as add_data_arguments
+
+    add_data_arguments(p)
+    p.set_defaults(func=_cmd_bench_data)
     return parser
 
 

@@ -20,6 +20,7 @@ NUMBER = (int, float)
 OPT_STR = (str, type(None))
 OPT_NUM = (int, float, type(None))
 OPT_INT = (int, type(None))
+OPT_BOOL = (bool, type(None))
 
 SCHEMA: Dict[str, Any] = {
     "name": (str, REQUIRED),
@@ -41,6 +42,8 @@ SCHEMA: Dict[str, Any] = {
         "batch_size": (int, 64),
         "eval_batch_size": (int, 256),
         "workers": (int, 0),
+        "prefetch_factor": (int, 2),
+        "pin_memory": (OPT_BOOL, None),
         "options": (dict, {}),
     },
     "teacher": {

@@ -56,6 +56,18 @@ def build_data(recipe: Dict, data_dir: Optional[str]):
                    **download, **data["options"])
 
 
+def loader_options(data: Dict) -> Dict:
+    """DataLoader keywords from the recipe's ``data`` section: ``workers`` processes, kept
+    alive across epochs, each ``prefetch_factor`` batches ahead; pinned memory when
+    ``pin_memory`` says so (default: when CUDA is available)."""
+    workers = data["workers"]
+    pin = torch.cuda.is_available() if data["pin_memory"] is None else data["pin_memory"]
+    options = dict(num_workers=workers, pin_memory=pin, persistent_workers=workers > 0)
+    if workers > 0:
+        options["prefetch_factor"] = data["prefetch_factor"]
+    return options
+
+
 def make_loaders(recipe: Dict, train_set, test_set, seed: int) -> Tuple[DataLoader, DataLoader]:
     data = recipe["data"]
     batch = data["batch_size"]
@@ -67,8 +79,7 @@ def make_loaders(recipe: Dict, train_set, test_set, seed: int) -> Tuple[DataLoad
         train_sampler = DistributedSampler(train_set, shuffle=True, seed=seed, drop_last=True)
     else:
         train_sampler = _EpochShuffle(len(train_set), seed)
-    common = dict(num_workers=data["workers"], pin_memory=torch.cuda.is_available(),
-                  persistent_workers=data["workers"] > 0)
+    common = loader_options(data)
     train = DataLoader(train_set, batch_size=batch, sampler=train_sampler, drop_last=True, **common)
     test = DataLoader(test_set, batch_size=data["eval_batch_size"],
                       sampler=ShardSampler(len(test_set)), **common)

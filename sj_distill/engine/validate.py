@@ -43,8 +43,12 @@ def recipe_section(where: str) -> Iterator[None]:
 
 
 def check_data(recipe: Dict) -> None:
-    """``data.name`` is registered and ``data.options`` are parameters of its builder."""
+    """``data.name`` is registered, ``data.options`` are parameters of its builder and the
+    loader settings are in range."""
     data = recipe["data"]
+    if data["workers"] < 0 or data["prefetch_factor"] < 1:
+        raise RecipeError(f"data.workers must be >= 0 and data.prefetch_factor >= 1, got "
+                          f"{data['workers']} and {data['prefetch_factor']}")
     with recipe_section("data.name"):
         builder = DATASETS.get(data["name"], where="data.name")
     clash = sorted(set(data["options"]) & set(DATA_ARGUMENTS))
