@@ -182,3 +182,21 @@ def test_tser_with_rate_bp_is_refused():
     recipe = config.load_recipe(str(TINY), ["train.method=rate", "train.loss.name=tser"])
     with pytest.raises(config.RecipeError, match="needs per-step logits"):
         student_objective(recipe, build_student(recipe, 10, 1), teacher=object())
+
+
+@pytest.mark.slow
+def test_torchrun_brd_with_hybrids_weighted_zero_finishes_with_identical_weights(tmp_path):
+    """BRD under DDP (two gloo processes) with the hybrid terms switched off by zero weights:
+    the adapters still take part in every backward, so DDP does not wait for gradients that
+    never come (no hang, no unused-parameter error), and the ranks agree."""
+    args = [str(Path(__file__).parent / "recipes" / "tiny-brd.yaml"), "train.epochs=1",
+            "teacher.train.epochs=1", "train.loss.params.hybrid_ce_weight=0.0",
+            "train.loss.params.hybrid_kd_weight=0.0"]
+    out = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+         "-m", "sj_distill", "recipe", *args, "--out", str(tmp_path)],
+        env=ENV, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    digests = summary["weight_digest_per_rank"]
+    assert summary["world_size"] == 2 and len(digests) == 2 and digests[0] == digests[1]
