@@ -6,7 +6,7 @@ inputs), one spiking neuron and one operation of sj-distill:
 * ``rate``: ``rate.enable`` on the multi-step model; if accepted, one training forward at
   ``T=2`` whose value must equal the time-mean of the plain SNN's logits (*Value\\**, same
   seed, within 1e-5 of the logits' scale) and a backward pass that reaches the first layer.
-* ``student``: ``zoo.cifar_student`` (32x32 input); if accepted, a forward ``[T,B,K]`` (or
+* ``student``: ``zoo.cifar_student``; if accepted, a forward ``[T,B,K]`` (or
   ``[B,K]`` for models that average over time themselves) and every ``feature_info`` entry
   checked against the module's measured output (channels and reduction).
 * ``brd``: ``BlockReplacement`` on that student with a small timm teacher; if accepted, a
@@ -63,7 +63,7 @@ class Constructor:
     family: str  # submodule of spikingjelly.activation_based.model
     name: str  # builder function or class name
     in_chans: int = 3
-    size: int = 32  # input height and width for ``rate`` (``student`` uses 32)
+    size: int = 16  # input height and width
     kwargs: Tuple[Tuple[str, object], ...] = ()
     cnf: Optional[str] = None  # SEW connect function
     steps: int = T  # time steps of the input (models with a temporal attention need more)
@@ -88,18 +88,21 @@ class Constructor:
 
 
 #: How to build a constructor small (input channels, size, keyword arguments); the default
-#: is 3x32x32 with ``num_classes=10``.
+#: is 3x16x16 with ``num_classes=10`` (32x32 for the families in :data:`_FAMILIES_AT_32`).
 _SPECS: Dict[str, Dict] = {
     "MNISTNet": dict(in_chans=1, size=28, kwargs=(("channels", 8),)),
     "FashionMNISTNet": dict(in_chans=1, size=28, kwargs=(("channels", 8),)),
     "NMNISTNet": dict(in_chans=2, size=34, kwargs=(("channels", 8),)),
-    "CIFAR10Net": dict(kwargs=(("channels", 8),)),
+    "CIFAR10Net": dict(size=32, kwargs=(("channels", 8),)),
     "CIFAR10DVSNet": dict(in_chans=2, size=128, kwargs=(("channels", 8),)),
     "DVSGestureNet": dict(in_chans=2, size=128, kwargs=(("channels", 8),)),
-    "masnn_dvs128_gesture": dict(in_chans=2, steps=5, kwargs=(("T", 5), ("in_channels", 2))),
+    "masnn_dvs128_gesture": dict(in_chans=2, size=32, steps=5, kwargs=(("T", 5), ("in_channels", 2))),
     "spikformer_ti": dict(kwargs=(("T", T), ("img_size_h", 32), ("img_size_w", 32))),
     "spikformer_s": dict(kwargs=(("T", T), ("img_size_h", 32), ("img_size_w", 32))),
 }
+#: Families that need 32x32 inputs (five 2x2 pools; fixed position-embedding sizes).
+_FAMILIES_AT_32 = {"spiking_vgg", "spiking_vggws_ottt", "spikformer", "spike_driven_transformer",
+                   "qkformer", "maxformer"}
 _T_ARG = ("ms_resnet18", "ms_resnet34", "max_resnet18", "att_ms_resnet18", "spikformer_cifar10",
           "sdt_8_384", "qkformer_10_384", "maxformer_10_384", "maxformer_cifar")
 
@@ -132,6 +135,8 @@ def constructors() -> Tuple[Constructor, ...]:
             continue
         for name in _builders(module):
             spec = dict(_SPECS.get(name, {}))
+            if info.name in _FAMILIES_AT_32:
+                spec.setdefault("size", 32)
             if name in _T_ARG:
                 spec["kwargs"] = (("T", T),) + tuple(spec.get("kwargs", ()))
             cnfs = ("ADD", "AND", "IAND") if info.name == "sew_resnet" else (None,)
@@ -167,9 +172,8 @@ def _logits_mean(out: torch.Tensor) -> torch.Tensor:
     return out.mean(0) if out.dim() == 3 else out
 
 
-def _input(c: Constructor, size: Optional[int] = None) -> torch.Tensor:
-    size = size or c.size
-    return torch.rand(c.steps, BATCH, c.in_chans, size, size)
+def _input(c: Constructor) -> torch.Tensor:
+    return torch.rand(c.steps, BATCH, c.in_chans, c.size, c.size)
 
 
 def _first_weight(model: nn.Module) -> nn.Parameter:
@@ -247,7 +251,7 @@ def _check_feature_info(student: nn.Module, x: torch.Tensor) -> None:
 
 def op_student(c: Constructor, neuron_name: str) -> Outcome:
     student = _student(c, neuron_name)
-    _check_feature_info(student, _input(c, 32))
+    _check_feature_info(student, _input(c))
     return Outcome("ok", numbers={"stages": len(getattr(student, "feature_info", []) or [])})
 
 
@@ -272,7 +276,7 @@ def op_brd(c: Constructor, neuron_name: str) -> Outcome:
     teacher = _teacher(_teacher_for(student), c.in_chans)
     hybrid = _setup(lambda: BlockReplacement(student, teacher))
     hybrid.train()
-    x = _input(c, 32)
+    x = _input(c)
     modes = ["bptt"]
     try:
         rate.enable(student)
@@ -295,7 +299,7 @@ def op_staa(c: Constructor, neuron_name: str) -> Outcome:
     student = _student(c, neuron_name)
     _setup(lambda: staa.patch(student, time_steps=c.steps))
     student.train()
-    out = student(_input(c, 32))
+    out = student(_input(c))
     _check_backward(student, _logits_mean(out), "staa")
     sj.reset(student)
     return Outcome("ok", numbers={"blocks": len(staa.staa_blocks(student))})
