@@ -96,7 +96,8 @@ _SPECS: Dict[str, Dict] = {
     "CIFAR10Net": dict(size=32, kwargs=(("channels", 8),)),
     "CIFAR10DVSNet": dict(in_chans=2, size=128, kwargs=(("channels", 8),)),
     "DVSGestureNet": dict(in_chans=2, size=128, kwargs=(("channels", 8),)),
-    "masnn_dvs128_gesture": dict(in_chans=2, size=32, steps=5, kwargs=(("T", 5), ("in_channels", 2))),
+    "masnn_dvs128_gesture": dict(in_chans=2, size=32, steps=5,
+                                 kwargs=(("T", 5), ("in_channels", 2))),
     "spikformer_ti": dict(kwargs=(("T", T), ("img_size_h", 32), ("img_size_w", 32))),
     "spikformer_s": dict(kwargs=(("T", T), ("img_size_h", 32), ("img_size_w", 32))),
 }
