@@ -6,10 +6,14 @@ sub-command imports what it needs when it runs.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from typing import List, Optional
 
 from . import __version__
+
+#: Exit status of a run stopped by Ctrl-C or SIGTERM (128 + SIGINT, as shells report it).
+INTERRUPTED = 130
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
@@ -17,12 +21,22 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
     from . import config
 
-    print("recipes:")
+    groups = {}
     for name in config.known_recipes():
         data = yaml.safe_load(config.recipe_path(name).read_text()) or {}
-        expected = (data.get("expected") or {}).get("top1")
-        shown = f"{expected:.2f}" if isinstance(expected, (int, float)) else "-"
-        print(f"  {name:<22} expected top-1 {shown:>6}  {data.get('description', '')}")
+        groups.setdefault(data.get("paper") or "Embedded toy data", []).append((name, data))
+    order = ("rate-BP", "BRD", "TSER", "STAA", "Plain", "Teachers", "Embedded")
+    print("recipes (expected top-1 and where it comes from):")
+    for paper, rows in sorted(groups.items(), key=lambda item: next(
+            (i for i, prefix in enumerate(order) if item[0].startswith(prefix)), len(order))):
+        print(f"  {paper}")
+        for name, data in rows:
+            expected = (data.get("expected") or {}).get("top1")
+            shown = f"{expected:.2f}" if isinstance(expected, (int, float)) else "-"
+            cited = (data.get("sources") or {}).get("expected.top1") \
+                or (data.get("expected") or {}).get("source") or ""
+            kind = next((k for k in config.SOURCE_KINDS if cited.startswith(k)), cited[:13])
+            print(f"    {name:<32} {shown:>6}  {kind:<13} {data.get('description', '')}")
     from . import models
 
     print("models:")
@@ -31,17 +45,33 @@ def _cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_data_check(args: argparse.Namespace) -> int:
+    from .config import parse_override
+    from .data import check_dataset
+
+    options = {}
+    for text in args.options:
+        keys, value = parse_override(text)
+        options[".".join(keys)] = value
+    for line in check_dataset(args.name, args.data_dir, **options):
+        print(line)
+    print("ok")
+    return 0
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def _cmd_recipe(args: argparse.Namespace) -> int:
-    from . import config
+    from .api import run_recipe
 
     overrides = list(args.overrides)
     if args.epochs is not None:
         overrides.append(f"train.epochs={args.epochs}")
-    recipe = config.load_recipe(args.name, overrides)
-    from .engine.trainer import run_recipe
-
-    summary = run_recipe(recipe, args.out or f"runs/{recipe['name']}", data_dir=args.data_dir,
-                         resume=args.resume)
+    signal.signal(signal.SIGTERM, _raise_interrupt)  # SIGTERM ends a run as Ctrl-C does
+    summary = run_recipe(args.name, args.out, overrides=overrides, data_dir=args.data_dir,
+                         resume=args.resume, restart=args.restart)
     from .engine import distributed
 
     if distributed.is_main():
@@ -104,6 +134,11 @@ def _cmd_table(args: argparse.Namespace) -> int:
               "run `sj-distill recipe NAME` first", file=sys.stderr)
         return 2
     print(summary_table(summaries))
+    if args.csv:
+        from .engine.report import write_csv
+
+        write_csv(summaries, args.csv)
+        print(f"wrote {args.csv}")
     return 0
 
 
@@ -134,23 +169,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=None, help="shortcut for train.epochs=N")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its last finished epoch")
+    p.add_argument("--restart", action="store_true",
+                   help="start the run in --out over: delete its checkpoints and results first")
     p.set_defaults(func=_cmd_recipe)
 
     p = sub.add_parser("eval", help="accuracy, firing rates, SOPs and energy of a checkpoint")
-    p.add_argument("checkpoint", help="student.pt (or last.pt) of a recipe run")
+    p.add_argument("checkpoint", help="a run folder, or its student.pt or last.pt")
     p.add_argument("--data-dir", default=None, help="dataset root (real datasets)")
     p.add_argument("--out", default=None, help="where eval.json and firing_rates.png go")
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--max-batches", type=int, default=None, help="evaluate only N batches")
     p.set_defaults(func=_cmd_eval)
 
-    p = sub.add_parser("table", help="expected vs achieved top-1 of run folders, as markdown")
+    p = sub.add_parser("table", help="expected vs achieved top-1 of run folders, as markdown "
+                                     "(and CSV with --csv)")
     p.add_argument("runs", nargs="*", default=["runs"], help="run folders (default: runs)")
+    p.add_argument("--csv", default=None, metavar="PATH", help="also write the table as CSV")
     p.set_defaults(func=_cmd_table)
 
     p = sub.add_parser("list", help="list shipped recipes and registered student backbones")
     p.add_argument("pattern", nargs="?", default="*", help="shell-style filter, e.g. 'cifar_*'")
     p.set_defaults(func=_cmd_list)
+
+    p = sub.add_parser("data", help="real datasets")
+    data = p.add_subparsers(dest="data", metavar="ACTION", required=True)
+    p = data.add_parser("check", help="verify a dataset's layout and counts without training")
+    p.add_argument("name", help="cifar10, cifar100, imagenet or cifar10dvs")
+    p.add_argument("options", nargs="*", metavar="KEY=VALUE",
+                   help="dataset options, as data.options in a recipe (e.g. framing=tonic)")
+    p.add_argument("--data-dir", default=None, help="the dataset folder")
+    p.set_defaults(func=_cmd_data_check)
 
     p = sub.add_parser("info", help="build a backbone, print its size and run one forward pass")
     p.add_argument("model", help="registered model name (see `sj-distill list`)")
@@ -171,9 +219,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse_args(parser: argparse.ArgumentParser, argv: Optional[List[str]]) -> argparse.Namespace:
+    """Parse ``argv``; ``KEY=VALUE`` overrides of ``recipe`` may come before or after its
+    options (argparse alone takes them only before)."""
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command == "recipe" and all("=" in e and not e.startswith("-")
+                                                  for e in extra):
+        args.overrides = list(args.overrides) + extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv)
     if args.command is None:
         parser.print_help()
         return 0
@@ -183,6 +243,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"sj-distill: error: {message}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as err:
+        message = str(err) if str(err) else "interrupted"
+        print(f"sj-distill: {message}", file=sys.stderr)
+        return INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Sequence, Tuple, Union
 
 import yaml
 
@@ -23,7 +23,9 @@ OPT_INT = (int, type(None))
 
 SCHEMA: Dict[str, Any] = {
     "name": (str, REQUIRED),
+    "paper": (str, ""),
     "description": (str, ""),
+    "sources": (dict, {}),
     "expected": {
         "top1": (OPT_NUM, None),
         "source": (str, ""),
@@ -33,6 +35,7 @@ SCHEMA: Dict[str, Any] = {
     "data": {
         "name": (str, REQUIRED),
         "root": (OPT_STR, None),
+        "download": (bool, False),
         "img_size": (int, 32),
         "T": (int, 4),
         "batch_size": (int, 64),
@@ -88,6 +91,8 @@ SCHEMA: Dict[str, Any] = {
 }
 
 METHODS = ("bptt", "rate")
+#: what a value in ``sources`` may cite (optionally followed by ": detail")
+SOURCE_KINDS = ("paper", "public code", "our choice", "measured", "not recovered")
 AMP_MODES = ("none", "bf16", "fp16")
 
 
@@ -139,20 +144,31 @@ def _check_choices(recipe: Dict, source: str) -> None:
         raise RecipeError(f"{source}: 'train.method' must be one of {METHODS}, got {train['method']!r}")
     if train["amp"] not in AMP_MODES:
         raise RecipeError(f"{source}: 'train.amp' must be one of {AMP_MODES}, got {train['amp']!r}")
-    if train["sync_bn"]:
-        raise RecipeError(f"{source}: 'train.sync_bn: true' is not supported yet: torch's "
-                          "SyncBatchNorm converter drops SpikingJelly's multi-step [T,B] handling "
-                          "of BatchNorm; set it to false (per-process BN statistics)")
     if train["epochs"] < 0:
         raise RecipeError(f"{source}: 'train.epochs' must be >= 0, got {train['epochs']}")
     if recipe["data"]["T"] < 1:
         raise RecipeError(f"{source}: 'data.T' must be >= 1, got {recipe['data']['T']}")
 
 
+def _check_sources(recipe: Dict, source: str) -> None:
+    """``sources`` maps dotted recipe keys to where their value comes from: each key must name
+    a value of the recipe, each value must start with one of :data:`SOURCE_KINDS`."""
+    for key, cited in recipe["sources"].items():
+        node = recipe
+        for part in str(key).split("."):
+            if not isinstance(node, dict) or part not in node:
+                raise RecipeError(f"{source}: 'sources.{key}' names no value of this recipe")
+            node = node[part]
+        if not isinstance(cited, str) or not cited.startswith(SOURCE_KINDS):
+            raise RecipeError(f"{source}: 'sources.{key}' must start with one of "
+                              f"{', '.join(SOURCE_KINDS)}, got {cited!r}")
+
+
 def validate(data: Any, source: str = "<recipe>") -> Dict:
     """A complete, checked recipe (defaults filled in) from parsed YAML ``data``."""
     recipe = _check(SCHEMA, data, "", source)
     _check_choices(recipe, source)
+    _check_sources(recipe, source)
     return recipe
 
 
@@ -186,11 +202,27 @@ def parse_override(text: str) -> Tuple[List[str], Any]:
     return key.split("."), yaml.safe_load(value) if value else ""
 
 
-def apply_overrides(data: Dict, overrides: List[str]) -> Dict:
-    """Set dotted keys of a raw (unvalidated) recipe mapping; returns a new mapping."""
-    data = copy.deepcopy(data)
+def _override_items(overrides: Union[Sequence[str], Mapping[str, Any]]):
+    """``(text, keys, value)`` per override: ``'a.b=1'`` strings (value parsed as YAML) or a
+    mapping ``{'a.b': 1}`` (value used as is)."""
+    if isinstance(overrides, Mapping):
+        for key, value in overrides.items():
+            if not key:
+                raise RecipeError(f"override {key!r}={value!r} has an empty key")
+            yield f"{key}={value!r}", key.split("."), value
+        return
+    if isinstance(overrides, str):
+        raise RecipeError(f"overrides must be a list of key=value strings, got the string "
+                          f"{overrides!r}")
     for text in overrides:
-        keys, value = parse_override(text)
+        yield (text, *parse_override(text))
+
+
+def apply_overrides(data: Dict, overrides: Union[Sequence[str], Mapping[str, Any]]) -> Dict:
+    """Set dotted keys of a raw (unvalidated) recipe mapping; returns a new mapping.
+    ``overrides``: ``['train.epochs=3', ...]`` or ``{'train.epochs': 3, ...}``."""
+    data = copy.deepcopy(data)
+    for text, keys, value in _override_items(overrides):
         node = data
         for key in keys[:-1]:
             if node.get(key) is None:
@@ -202,7 +234,8 @@ def apply_overrides(data: Dict, overrides: List[str]) -> Dict:
     return data
 
 
-def load_recipe(name_or_path: str, overrides: Optional[List[str]] = None) -> Dict:
+def load_recipe(name_or_path: str,
+                overrides: Union[None, Sequence[str], Mapping[str, Any]] = None) -> Dict:
     """Load, override and validate a recipe by shipped name or YAML path."""
     path = recipe_path(name_or_path)
     try:

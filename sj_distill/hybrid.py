@@ -168,8 +168,8 @@ class BlockReplacement(nn.Module):
             phase = rate.current_phase()
             if phase == "spike":
                 return
-            if phase == "rate":
-                self._captured[point] = output
+            if phase == "rate":  # the SNN's gradient from the hybrids is scaled like its output's
+                self._captured[point] = rate.tap(output)
             elif output.dim() == 5:
                 self._captured[point] = output.mean(0)
             else:

@@ -35,8 +35,10 @@ from torch import nn
 from spikingjelly.activation_based import layer, neuron
 
 from .neurons import BatchNormRecord, MaxPoolRecord, NeuronRecord, SUPPORTED_NEURONS
+from .sync_bn import SyncBatchNorm
 
-__all__ = ["enable", "disable", "is_enabled", "current_phase", "UnsupportedModuleError"]
+__all__ = ["enable", "disable", "is_enabled", "current_phase", "tap", "UnsupportedModuleError"]
+
 
 def _ottt_scale() -> tuple:
     """OTTT's ``Scale`` (``x * constant``), on SpikingJelly versions that ship it."""
@@ -55,7 +57,7 @@ LINEAR_LEAVES = (
     nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d, nn.Flatten, nn.Identity,
     layer.Dropout, layer.VotingLayer,
 ) + _ottt_scale()
-BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, SyncBatchNorm)
 MAX_POOLS = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d)
 #: torch's dropouts draw a new mask on every call: the spike pass records its masks.
 TORCH_DROPOUTS = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d)
@@ -87,6 +89,7 @@ class _Pass:
     multi_step: bool
     time_chunk: int = 1
     step: int = 0
+    grad_scale: float = 1.0  # gradient factor of every rate-pass tensor that leaves the model
 
 
 _CURRENT: ContextVar[Optional[_Pass]] = ContextVar("sj_distill_rate_pass", default=None)
@@ -96,9 +99,24 @@ def current_phase() -> Optional[str]:
     """``"spike"`` during the no-grad spike pass, ``"rate"`` during the rate pass, else None.
 
     Forward hooks on a model's modules use it to tell the passes apart: in the rate pass a
-    stage receives and returns ``[B, ...]`` rate tensors carrying autograd."""
+    stage receives and returns ``[B, ...]`` rate tensors carrying autograd. A hook that takes
+    such a tensor out of the model into another loss should pass it through :func:`tap`."""
     current = _CURRENT.get()
     return None if current is None else current.phase
+
+
+def tap(t: torch.Tensor) -> torch.Tensor:
+    """A rate-pass tensor taken out of the model (e.g. a stage's output, by a forward hook),
+    with its gradient scaled like the model's output (``1/T`` when ``scale_grad_by_T``).
+
+    The model's output passes through it too: this is the one place the scale is applied, so
+    a loss on the output and a loss on tapped features (BRD's hybrids) train the SNN at the
+    same scale. Outside a rate pass ``t`` is returned unchanged."""
+    current = _CURRENT.get()
+    if current is None or current.phase != "rate" or current.grad_scale == 1.0:
+        return t
+    return _ScaleGrad.apply(t, current.grad_scale)
+
 
 
 @dataclass
@@ -272,15 +290,15 @@ def _model_forward(self: nn.Module, x: torch.Tensor, *args, **kwargs):
                 state.original_forward(x[t], *args, **kwargs)
         _finish_spike_pass(state.layers)
     x_mean = x.mean(0) if x.is_floating_point() else x.to(torch.get_default_dtype()).mean(0)
+    grad_scale = 1.0 / T if state.scale_grad_by_T else 1.0
     try:
-        with _phase(_Pass("rate", T, multi_step)) as current, _single_step_mode(self):
+        with _phase(_Pass("rate", T, multi_step, grad_scale=grad_scale)) as current, \
+                _single_step_mode(self):
             _begin_step(state.layers, current, 0)
-            out = state.original_forward(x_mean, *args, **kwargs)
+            out = _map_tensors(state.original_forward(x_mean, *args, **kwargs), tap)
     finally:
         for module in state.layers:
             getattr(module, _STATE).records = []
-    if state.scale_grad_by_T and T > 1:
-        out = _map_tensors(out, lambda y: _ScaleGrad.apply(y, 1.0 / T))
     return out
 
 
@@ -404,9 +422,9 @@ def _classify(model: nn.Module) -> List[Tuple[str, nn.Module, str]]:
             return
         if isinstance(module, nn.SyncBatchNorm):
             raise UnsupportedModuleError(
-                f"{where}: SyncBatchNorm is not supported by rate-based backprop; convert it "
-                "back to BatchNorm (nn.SyncBatchNorm has no revert helper: build the model "
-                "with BatchNorm) or train with BPTT."
+                f"{where}: torch's nn.SyncBatchNorm is not supported by rate-based backprop; "
+                "build the model with BatchNorm and synchronise it with "
+                "sj_distill.sync_bn.convert(model) instead."
             )
         if isinstance(module, BATCH_NORMS):
             found.append((path, module, "batchnorm"))

@@ -159,7 +159,7 @@ def check_targets(results: List[Dict]) -> List[str]:
     return lines
 
 
-def run(Ts: Sequence[int] = (1, 2, 4, 8, 16), *, model: str = "cifar_resnet18", batch: int = 16,
+def run(Ts: Sequence[int] = (1, 2, 4, 8, 16), *, model: str = "resnet18", batch: int = 16,
         img_size: int = 32, steps: int = 2, warmup: int = 2, threads: int = 2, device: str = "cpu",
         png: Optional[str] = "rate_memory.png", json_path: Optional[str] = None,
         out=print) -> List[Dict]:
@@ -190,7 +190,7 @@ def run(Ts: Sequence[int] = (1, 2, 4, 8, 16), *, model: str = "cifar_resnet18", 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--T", type=int, nargs="+", default=[1, 2, 4, 8, 16],
                         help="time steps to measure (default 1 2 4 8 16)")
-    parser.add_argument("--model", default="cifar_resnet18")
+    parser.add_argument("--model", default="resnet18")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--img-size", type=int, default=32)
     parser.add_argument("--steps", type=int, default=2, help="timed steps")

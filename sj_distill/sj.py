@@ -198,8 +198,18 @@ def neuron_backend(module: nn.Module) -> str:
 
 
 def reset(model: nn.Module) -> None:
-    """Reset every stateful SpikingJelly module (call after every batch)."""
-    functional.reset_net(model)
+    """Reset every stateful SpikingJelly module (call after every batch).
+
+    Like ``functional.reset_net``, but only modules whose ``reset`` takes no argument are
+    reset: timm's ``ClassifierHead.reset(num_classes)`` (VGG teachers) re-creates a head."""
+    import inspect
+
+    for module in model.modules():
+        method = getattr(module, "reset", None)
+        if callable(method) and not any(
+                p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+                for p in inspect.signature(method).parameters.values()):
+            method()
 
 
 def set_step_mode(model: nn.Module, step_mode: str) -> None:

@@ -50,8 +50,8 @@ def test_wrong_type_and_bad_choice_name_the_key(tmp_path):
         config.load_recipe(str(TINY), ["train.epochs=three"])
     with pytest.raises(config.RecipeError, match=r"'train\.method' must be one of"):
         config.load_recipe(str(TINY), ["train.method=magic"])
-    with pytest.raises(config.RecipeError, match=r"'train\.sync_bn: true' is not supported"):
-        config.load_recipe(str(TINY), ["train.sync_bn=true"])
+    with pytest.raises(config.RecipeError, match=r"'train\.sync_bn' must be bool, got str"):
+        config.load_recipe(str(TINY), ["train.sync_bn=sometimes"])
     with pytest.raises(config.RecipeError, match="missing required key 'student.model'"):
         config.validate({"name": "x", "data": {"name": "digits"}, "student": {}}, "x.yaml")
 
@@ -68,7 +68,8 @@ def test_unknown_loss_parameter_names_recipe_key():
     from sj_distill.engine.student_stage import build_loss
 
     recipe = config.load_recipe(str(TINY), ["train.loss.params.smoothing=0.1"])
-    with pytest.raises(KeyError, match=r"'train\.loss\.params\.smoothing' is not a parameter"):
+    with pytest.raises(config.RecipeError,
+                       match=r"'train\.loss\.params\.smoothing' is not a parameter"):
         build_loss(recipe)
 
 
@@ -87,6 +88,7 @@ def test_checkpoint_is_atomic_and_damage_is_one_clear_error(tmp_path):
         checkpoint.load(tmp_path / "missing.pt")
 
 
+@pytest.mark.slow
 def test_cli_reports_truncated_checkpoint_in_one_line(tmp_path):
     path = tmp_path / "student.pt"
     path.write_bytes(b"\x80\x02truncated")
@@ -104,6 +106,7 @@ def test_existing_run_is_not_overwritten_without_resume(tmp_path):
         run_recipe(config.load_recipe(str(TINY)), tmp_path)
 
 
+@pytest.mark.slow
 def test_sigkill_mid_epoch_then_resume_matches_uninterrupted_run(tmp_path):
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     args = [str(TINY), "train.epochs=3", "train.max_batches=6"]
@@ -132,10 +135,14 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted_run(tmp_path):
     assert _final_row(straight) == _final_row(killed)
 
 
-def test_torchrun_two_processes_end_with_identical_weights(tmp_path):
+@pytest.mark.slow
+def test_torchrun_two_processes_sync_bn_rate_bp_identical_weights_then_resume_refused(tmp_path):
+    """Two gloo processes, rate-BP with synchronised BatchNorm: both ranks end with the same
+    weights; resuming that run in one process is refused with the reason."""
+    args = [str(TINY), "train.epochs=1", "train.method=rate", "train.sync_bn=true"]
     out = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-         "-m", "sj_distill", "recipe", str(TINY), "train.epochs=1", "--out", str(tmp_path)],
+         "-m", "sj_distill", "recipe", *args, "--out", str(tmp_path)],
         env=ENV, capture_output=True, text=True, timeout=240)
     assert out.returncode == 0, out.stderr[-3000:]
     summary = json.loads((tmp_path / "summary.json").read_text())
@@ -143,8 +150,15 @@ def test_torchrun_two_processes_end_with_identical_weights(tmp_path):
     digests = summary["weight_digest_per_rank"]
     assert len(digests) == 2 and digests[0] == digests[1]
     assert summary["top1"] is not None
+    assert checkpoint.load(tmp_path / "last.pt")["world_size"] == 2
+
+    resumed = _run(["recipe", *args[:1], "train.epochs=2", *args[2:], "--out", str(tmp_path),
+                    "--resume"], timeout=240)
+    assert resumed.returncode != 0
+    assert "was written by a run of 2 process(es), this run has 1" in resumed.stderr
 
 
+@pytest.mark.slow
 def test_teacher_stage_then_brd_with_rate_bp(tmp_path):
     from sj_distill.engine.trainer import run_recipe
 

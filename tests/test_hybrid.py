@@ -39,16 +39,16 @@ def zoo_resnet18():
 
 
 @pytest.mark.parametrize("make_student, teacher_name, pairs, size, batch", [
-    (lambda: create_model("cifar_resnet18", 10), "resnet18",
+    (lambda: create_model("resnet18", 10), "resnet18",
      {"layer1": "layer1", "layer2": "layer2", "layer3": "layer3"}, 8, 2),
-    (lambda: create_model("cifar_resnet19", 10), "resnet34",
-     {"layer1": "layer1", "layer2": "layer2"}, 8, 2),
+    pytest.param(lambda: create_model("resnet19", 10), "resnet34",
+                 {"layer1": "layer1", "layer2": "layer2"}, 8, 2, marks=pytest.mark.slow),
     (zoo_resnet18, "resnet18", {"layer1": "layer1", "layer2": "layer2", "layer3": "layer3"}, 8, 2),
-    (lambda: create_model("cifar_vgg11", 10), "vgg11_bn",
-     {"layer1": "features.3", "layer2": "features.7", "layer3": "features.14",
-      "layer4": "features.21"}, 32, 1),
-], ids=["cifar_resnet18+resnet18", "cifar_resnet19+resnet34", "zoo_spiking_resnet18+resnet18",
-        "cifar_vgg11+vgg11_bn"])
+    pytest.param(lambda: create_model("vgg11", 10), "vgg11_bn",
+                 {"layer1": "features.3", "layer2": "features.7", "layer3": "features.14",
+                  "layer4": "features.21"}, 32, 1, marks=pytest.mark.slow),
+], ids=["resnet18+resnet18", "resnet19+resnet34", "zoo_spiking_resnet18+resnet18",
+        "vgg11+vgg11_bn"])
 def test_required_pairs_train_end_to_end(make_student, teacher_name, pairs, size, batch):
     student = make_student()
     hybrid = BlockReplacement(student, teacher(teacher_name))
@@ -180,3 +180,52 @@ def test_distill_step_resets_neurons_and_returns_losses():
     with pytest.raises(ValueError, match="carries its own teacher"):
         distill_step(small_pair(), teacher("resnet18"), (torch.rand(2, 3, 16, 16),
                      torch.tensor([3, 4])), BRDLoss(), time_steps=2)
+
+
+def _hybrid_only_student_grads(hybrid, x, y, objective=None):
+    """Student gradients of a loss on the hybrids alone (CE + KD of every hybrid)."""
+    loss_fn = BRDLoss(ce_weight=0.0, kd_weight=0.0)
+    hybrid.train()
+    if objective is None:
+        out = hybrid(x)
+        loss = loss_fn(out["student"], out["teacher"], y, hybrid_logits=out["hybrids"])
+    else:
+        loss = objective(hybrid, x, None, y, None)[0]
+    loss.backward()
+    sj.reset(hybrid.student)
+    return [p.grad.clone() for p in hybrid.student.parameters() if p.grad is not None]
+
+
+def test_hybrids_get_the_students_1_over_T_in_a_users_loop_and_in_the_engine():
+    """Under rate-BP the SNN's gradient from the hybrids is scaled by 1/T like its output's,
+    whether the hybrid is used directly or through the engine's objective."""
+    from sj_distill import config
+    from sj_distill.engine.student_stage import student_objective
+    from pathlib import Path
+
+    T = 4
+    torch.manual_seed(0)
+    base = create_model("cifar_resnet20", 10, width=8)
+    x, y = torch.rand(T, 2, 3, 16, 16), torch.tensor([1, 7])
+    small = teacher("resnet18", small=True)
+
+    def user_hybrid(scale):
+        return BlockReplacement(rate.enable(copy.deepcopy(base), scale_grad_by_T=scale), small)
+
+    scaled, unscaled = user_hybrid(True), user_hybrid(False)
+    unscaled.adapters.load_state_dict(scaled.adapters.state_dict())
+    g_scaled = _hybrid_only_student_grads(scaled, x, y)
+    g_unscaled = _hybrid_only_student_grads(unscaled, x, y)
+
+    recipe = config.load_recipe(str(Path(__file__).parent / "recipes" / "tiny.yaml"), [
+        "train.method=rate", "train.loss.name=brd", f"data.T={T}",
+        "train.loss.params.ce_weight=0.0", "train.loss.params.kd_weight=0.0"])
+    engine_hybrid, objective, _ = student_objective(recipe, copy.deepcopy(base), small)
+    engine_hybrid.adapters.load_state_dict(scaled.adapters.state_dict())
+    g_engine = _hybrid_only_student_grads(engine_hybrid, x, y, objective)
+
+    assert len(g_scaled) == len(list(base.parameters())) and len(g_engine) == len(g_scaled)
+    atol = 1e-6 * max(g.abs().max() for g in g_scaled)  # float32 round-off
+    for gs, gu, ge in zip(g_scaled, g_unscaled, g_engine):
+        torch.testing.assert_close(gs, gu / T, rtol=1e-4, atol=atol)
+        torch.testing.assert_close(ge, gs, rtol=1e-4, atol=atol)

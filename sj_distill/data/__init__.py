@@ -25,3 +25,69 @@ def build_digits_dvs(root: Optional[str] = None, img_size: int = 32, T: int = 8,
 
     kwargs = dict(img_size=img_size, T=T, n_steps=n_steps, amplitude=amplitude, contrast=contrast)
     return DigitsDVSDataset(True, **kwargs), DigitsDVSDataset(False, **kwargs)
+
+
+def build_cifar10(root: Optional[str] = None, img_size: int = 32, T: int = 4,
+                  download: bool = False, verify: bool = True, auto_augment: bool = True,
+                  cutout: int = 16):
+    """CIFAR-10 from ``root/cifar-10-batches-py`` (see :mod:`sj_distill.data.cifar`)."""
+    from . import cifar
+
+    _require_size("cifar10", img_size, 32)
+    return cifar.build("cifar10", root, download, verify, auto_augment, cutout)
+
+
+def build_cifar100(root: Optional[str] = None, img_size: int = 32, T: int = 4,
+                   download: bool = False, verify: bool = True, auto_augment: bool = True,
+                   cutout: int = 16):
+    """CIFAR-100 from ``root/cifar-100-python`` (see :mod:`sj_distill.data.cifar`)."""
+    from . import cifar
+
+    _require_size("cifar100", img_size, 32)
+    return cifar.build("cifar100", root, download, verify, auto_augment, cutout)
+
+
+def build_imagenet(root: Optional[str] = None, img_size: int = 224, T: int = 4,
+                   verify: bool = True):
+    """ImageNet image folder ``root/{train,val}/<wnid>/`` (see :mod:`sj_distill.data.imagenet`)."""
+    from . import imagenet
+
+    return imagenet.build(root, img_size, verify)
+
+
+def build_cifar10dvs(root: Optional[str] = None, img_size: int = 48, T: int = 10,
+                     framing: str = "spikingjelly", resize: str = "public_code",
+                     split_by: str = "number", samples_per_class: Optional[int] = 1000,
+                     test_per_class: int = 100, cache_dir: Optional[str] = None,
+                     max_roll: int = 5, verify_md5: bool = True):
+    """CIFAR10-DVS framed into ``T`` frames (see :mod:`sj_distill.data.cifar10dvs`)."""
+    from .cifar10dvs import CIFAR10DVS
+
+    kwargs = dict(framing=framing, T=T, img_size=img_size, resize=resize, split_by=split_by,
+                  samples_per_class=samples_per_class, test_per_class=test_per_class,
+                  cache_dir=cache_dir, max_roll=max_roll, verify_md5=verify_md5)
+    return CIFAR10DVS(root, train=True, **kwargs), CIFAR10DVS(root, train=False, **kwargs)
+
+
+def _require_size(name: str, img_size: int, size: int) -> None:
+    if img_size != size:
+        raise ValueError(f"data.img_size must be {size} for {name}, got {img_size}")
+
+
+def check_dataset(name: str, root: Optional[str], **options) -> list:
+    """Verify a real dataset's layout and counts without training (``sj-distill data check``):
+    lines describing it, or a :class:`~sj_distill.data.errors.DatasetError`."""
+    if name in ("cifar10", "cifar100"):
+        from . import cifar
+
+        return cifar.check(name, root, **options)
+    if name == "imagenet":
+        from . import imagenet
+
+        return imagenet.check(root, **options)
+    if name == "cifar10dvs":
+        from . import cifar10dvs
+
+        return cifar10dvs.check(root, **options)
+    raise KeyError(f"data check knows the real datasets cifar10, cifar100, imagenet and "
+                   f"cifar10dvs, not {name!r} (embedded datasets need no check)")

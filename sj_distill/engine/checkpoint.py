@@ -31,8 +31,10 @@ def save_atomic(obj: Any, path: str | os.PathLike) -> None:
         raise
 
 
-def load(path: str | os.PathLike, required: Iterable[str] = ()) -> Dict[str, Any]:
-    """Load a checkpoint on CPU; one clear :class:`CheckpointError` if it cannot be used."""
+def load(path: str | os.PathLike, required: Iterable[str] = (),
+         advice: str = "point to an intact copy") -> Dict[str, Any]:
+    """Load a checkpoint on CPU; one clear :class:`CheckpointError` if it cannot be used,
+    ending with ``advice`` (what to do) when the file is damaged."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
@@ -40,8 +42,7 @@ def load(path: str | os.PathLike, required: Iterable[str] = ()) -> Dict[str, Any
         obj = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as err:  # torch raises several types for damaged files
         raise CheckpointError(
-            f"checkpoint {path} is corrupt or truncated ({type(err).__name__}); delete it and "
-            "start again without --resume, or point to an intact copy") from None
+            f"checkpoint {path} is corrupt or truncated ({type(err).__name__}): {advice}") from None
     if not isinstance(obj, dict):
         raise CheckpointError(f"checkpoint {path} holds a {type(obj).__name__}, not a dict")
     missing = [k for k in required if k not in obj]

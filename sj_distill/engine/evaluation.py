@@ -8,19 +8,45 @@ from pathlib import Path
 from typing import Dict, Optional
 
 import torch
+import yaml
 
-from .. import energy
+from .. import config, energy
 from . import checkpoint
 from .loop import evaluate
 from .trainer import build_data, build_student, input_adapter
 
 
-def evaluate_checkpoint(path: str, data_dir: Optional[str] = None, out_dir: Optional[str] = None,
+def resolve_checkpoint(path: str | Path) -> Path:
+    """``path`` itself, or for a run folder its ``student.pt`` (else its ``last.pt``)."""
+    path = Path(path)
+    if not path.is_dir():
+        return path
+    for name in ("student.pt", "last.pt"):
+        if (path / name).is_file():
+            return path / name
+    raise checkpoint.CheckpointError(f"run folder {path} holds neither student.pt nor last.pt: "
+                                     "run `sj-distill recipe` into it first")
+
+
+def _recipe_of(ckpt: Dict, path: Path) -> Dict:
+    """The recipe stored in the checkpoint, else the run folder's ``recipe.yaml``."""
+    if "recipe" in ckpt:
+        return ckpt["recipe"]
+    saved = path.parent / "recipe.yaml"
+    if not saved.is_file():
+        raise checkpoint.CheckpointError(f"checkpoint {path} holds no recipe and there is no "
+                                         f"{saved} next to it: it was not written by "
+                                         "`sj-distill recipe`")
+    return config.validate(yaml.safe_load(saved.read_text()), str(saved))
+
+
+def evaluate_checkpoint(path: str | Path, data_dir: Optional[str] = None, out_dir: Optional[str] = None,
                         batch_size: Optional[int] = None, max_batches: Optional[int] = None) -> Dict:
-    """Evaluate ``student.pt`` (or ``last.pt``) of a recipe run; writes ``eval.json`` and
-    ``firing_rates.png`` next to it (or into ``out_dir``)."""
-    ckpt = checkpoint.load(path, required=("recipe",))
-    recipe = ckpt["recipe"]
+    """Evaluate a run folder, or its ``student.pt`` or ``last.pt``; writes ``eval.json`` and
+    ``firing_rates.png`` next to the checkpoint (or into ``out_dir``)."""
+    path = resolve_checkpoint(path)
+    ckpt = checkpoint.load(path)
+    recipe = _recipe_of(ckpt, path)
     if "model" in ckpt:
         weights = ckpt["model"]
     elif "modules" in ckpt and "student" in ckpt["modules"]:
@@ -48,7 +74,7 @@ def evaluate_checkpoint(path: str, data_dir: Optional[str] = None, out_dir: Opti
     result = {"checkpoint": str(path), "recipe": recipe["name"], **metrics,
               **prof.operations(), "T": T, "firing_rates": rates,
               "mean_firing_rate": sum(rates.values()) / max(len(rates), 1)}
-    target = Path(out_dir) if out_dir else Path(path).parent
+    target = Path(out_dir) if out_dir else path.parent
     target.mkdir(parents=True, exist_ok=True)
     (target / "eval.json").write_text(json.dumps(result, indent=2))
     energy.plot_firing_rates(rates, str(target / "firing_rates.png"),

@@ -16,7 +16,7 @@ from torch import nn
 from tqdm import tqdm
 
 from .. import sj
-from . import checkpoint, distributed
+from . import checkpoint, distributed, runfolder
 from .metrics import Meter
 from .runlog import RunLog
 
@@ -41,6 +41,7 @@ class Stage:
     max_batches: Optional[int] = None
     amp: str = "none"
     history: List[Dict] = field(default_factory=list)
+    extra: Dict = field(default_factory=dict)  # saved as is in every checkpoint (the recipe)
 
 
 def seed_everything(seed: int) -> None:
@@ -80,10 +81,18 @@ def _autocast(amp: str, device: torch.device):
 def _resume(stage: Stage, path: Path) -> int:
     """Load ``path`` into ``stage``; return the number of completed epochs."""
     state = checkpoint.load(path, required=("stage", "epoch", "modules", "optimizer",
-                                            "scheduler", "rng", "history"))
+                                            "scheduler", "rng", "history"),
+                            advice=runfolder.corrupt_advice(path))
     if state["stage"] != stage.name:
         raise checkpoint.CheckpointError(
             f"checkpoint {path} belongs to stage {state['stage']!r}, not {stage.name!r}")
+    saved_world = state.get("world_size", 1)
+    if saved_world != distributed.world_size():
+        raise checkpoint.CheckpointError(
+            f"checkpoint {path} was written by a run of {saved_world} process(es), this run has "
+            f"{distributed.world_size()}: resume with the same number of processes (torchrun "
+            "--nnodes x --nproc_per_node), since the per-process batch and the data order depend "
+            "on it, or start a new run in another --out folder")
     for name, module in stage.state.items():
         module.load_state_dict(state["modules"][name])
     stage.optimizer.load_state_dict(state["optimizer"])
@@ -101,18 +110,42 @@ def fit(stage: Stage, train_loader, ckpt_path: Path, runlog: RunLog, seed: int,
     if start:
         log.info("%s: resumed from %s after epoch %d", stage.name, ckpt_path, start)
     scaler = torch.amp.GradScaler("cuda") if stage.amp == "fp16" and device.type == "cuda" else None
+    finished = start
+    try:
+        for epoch in range(start, stage.epochs):
+            _train_epoch(stage, train_loader, epoch, seed, device, scaler, runlog)
+            if distributed.is_main():
+                checkpoint.save_atomic({
+                    "stage": stage.name, "epoch": epoch + 1,
+                    "modules": {n: m.state_dict() for n, m in stage.state.items()},
+                    "optimizer": stage.optimizer.state_dict(),
+                    "scheduler": stage.scheduler.state_dict(),
+                    "rng": _rng_state(), "sampler_epoch": epoch + 1,
+                    "world_size": distributed.world_size(),
+                    "history": stage.history, **stage.extra,
+                }, ckpt_path)
+            finished = epoch + 1
+            distributed.barrier()
+    except KeyboardInterrupt:
+        raise runfolder.RunInterrupted.in_epoch(stage.name, finished + 1, ckpt_path,
+                                                finished) from None
+    return stage.history
+
+
+def _train_epoch(stage: Stage, train_loader, epoch: int, seed: int, device: torch.device,
+                 scaler, runlog: RunLog) -> None:
+    """Train ``stage`` for epoch ``epoch`` (0-based), step its scheduler, evaluate, log."""
+    began = time.time()
+    torch.manual_seed(epoch_seed(seed, epoch))
     sampler = getattr(train_loader, "sampler", None)
-    for epoch in range(start, stage.epochs):
-        began = time.time()
-        torch.manual_seed(epoch_seed(seed, epoch))
-        if hasattr(sampler, "set_epoch"):
-            sampler.set_epoch(epoch)
-        stage.model.train()
-        meter = Meter()
-        total = len(train_loader) if stage.max_batches is None else min(len(train_loader),
-                                                                         stage.max_batches)
-        bar = tqdm(train_loader, total=total, desc=f"{stage.name} {epoch + 1}/{stage.epochs}",
-                   leave=False, disable=None if distributed.is_main() else True)
+    if hasattr(sampler, "set_epoch"):
+        sampler.set_epoch(epoch)
+    stage.model.train()
+    meter = Meter()
+    total = len(train_loader) if stage.max_batches is None else min(len(train_loader),
+                                                                     stage.max_batches)
+    with tqdm(train_loader, total=total, desc=f"{stage.name} {epoch + 1}/{stage.epochs}",
+              leave=False, disable=None if distributed.is_main() else True) as bar:
         for i, (x, y) in enumerate(bar):
             if i >= total:
                 break
@@ -130,27 +163,16 @@ def fit(stage: Stage, train_loader, ckpt_path: Path, runlog: RunLog, seed: int,
             sj.reset(stage.model)
             meter.update(float(loss.detach()), logits.float(), y, parts)
             bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
-        lr = stage.optimizer.param_groups[0]["lr"]
-        stage.scheduler.step()
-        distributed.broadcast_buffers(stage.model)
-        train = meter.result()
-        test = stage.evaluate()
-        row = {"stage": stage.name, "epoch": epoch + 1, "lr": lr, "seconds": time.time() - began,
-               **{f"train_{k}": v for k, v in train.items()},
-               **{f"test_{k}": v for k, v in test.items()}}
-        stage.history.append(row)
-        runlog.epoch(row)
-        if distributed.is_main():
-            checkpoint.save_atomic({
-                "stage": stage.name, "epoch": epoch + 1,
-                "modules": {n: m.state_dict() for n, m in stage.state.items()},
-                "optimizer": stage.optimizer.state_dict(),
-                "scheduler": stage.scheduler.state_dict(),
-                "rng": _rng_state(), "sampler_epoch": epoch + 1,
-                "history": stage.history,
-            }, ckpt_path)
-        distributed.barrier()
-    return stage.history
+    lr = stage.optimizer.param_groups[0]["lr"]
+    stage.scheduler.step()
+    distributed.broadcast_buffers(stage.model)
+    train = meter.result()
+    test = stage.evaluate()
+    row = {"stage": stage.name, "epoch": epoch + 1, "lr": lr, "seconds": time.time() - began,
+           **{f"train_{k}": v for k, v in train.items()},
+           **{f"test_{k}": v for k, v in test.items()}}
+    stage.history.append(row)
+    runlog.epoch(row)
 
 
 @torch.no_grad()

@@ -29,9 +29,15 @@ def build_adamw(params, lr: float = 1e-3, weight_decay: float = 1e-2, momentum: 
                              betas=(momentum, 0.999))
 
 
+def _check_warmup(warmup_epochs: int) -> None:
+    if warmup_epochs < 0:
+        raise ValueError(f"warmup_epochs must be >= 0, got {warmup_epochs}")
+
+
 def build_cosine(optimizer, epochs: int, warmup_epochs: int = 0):
     """Linear warm-up over ``warmup_epochs``, then cosine decay to 0 at ``epochs``; stepped once
     per epoch."""
+    _check_warmup(warmup_epochs)
     def factor(epoch: int) -> float:
         if epoch < warmup_epochs:
             return (epoch + 1) / (warmup_epochs + 1)
@@ -43,5 +49,6 @@ def build_cosine(optimizer, epochs: int, warmup_epochs: int = 0):
 
 def build_constant(optimizer, epochs: int, warmup_epochs: int = 0):
     """Constant learning rate after an optional linear warm-up."""
+    _check_warmup(warmup_epochs)
     return torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda e: (e + 1) / (warmup_epochs + 1) if e < warmup_epochs else 1.0)

@@ -2,42 +2,36 @@
 block-wise replacement (BRD), trained by BPTT or rate-based backprop.
 
 With rate-based backprop the 1/T gradient scaling of the public rate-BP code
-(``train.scale_grad_by_T``) is applied to the *total* loss here, rather than at the student's
-output inside :func:`sj_distill.rate.enable`, so that the hybrid branches of BRD, whose
-gradients reach the student without passing through its output, are scaled alike.
+(``train.scale_grad_by_T``) is applied by :func:`sj_distill.rate.enable` itself, to the
+student's output and to the stage features BRD's hybrids take (:func:`sj_distill.rate.tap`),
+exactly as in a user's own loop.
 """
 from __future__ import annotations
 
 from typing import Dict, Tuple
 
-import torch
 from torch import nn
 
 from ..config import RecipeError
-from ..registry import LOSSES
+from ..registry import LOSSES, check_params
 from .objectives import time_mean
+from .validate import recipe_section
 
 #: loss name -> (needs a teacher, needs per-step logits [T,B,K])
 LOSS_NEEDS = {"ce": (False, False), "kd": (True, False), "tser": (True, True),
               "brd": (True, False)}
 
 
-def scale_gradient(t: torch.Tensor, factor: float) -> torch.Tensor:
-    """``t`` with its value unchanged and its gradient multiplied by ``factor``."""
-    return t.detach() + factor * (t - t.detach())
-
-
 class LogitObjective:
     """``loss(student_logits, teacher_logits, target)`` on the student's output."""
 
-    def __init__(self, loss_fn: nn.Module, needs_teacher: bool, grad_factor: float):
-        self.loss_fn, self.needs_teacher_logits, self.grad_factor = loss_fn, needs_teacher, grad_factor
+    def __init__(self, loss_fn: nn.Module, needs_teacher: bool):
+        self.loss_fn, self.needs_teacher_logits = loss_fn, needs_teacher
 
     def __call__(self, model, x_seq, x_ann, y, teacher_logits):
         logits = model(x_seq)
         loss = self.loss_fn(logits, teacher_logits, y)
-        return (scale_gradient(loss, self.grad_factor), dict(getattr(self.loss_fn, "parts", {})),
-                time_mean(logits).detach())
+        return loss, dict(getattr(self.loss_fn, "parts", {})), time_mean(logits).detach()
 
 
 class BRDObjective:
@@ -46,20 +40,25 @@ class BRDObjective:
 
     needs_teacher_logits = False
 
-    def __init__(self, loss_fn: nn.Module, grad_factor: float):
-        self.loss_fn, self.grad_factor = loss_fn, grad_factor
+    def __init__(self, loss_fn: nn.Module):
+        self.loss_fn = loss_fn
 
     def __call__(self, model, x_seq, x_ann, y, teacher_logits):
         out = model(x_seq, teacher_input=x_ann)
         loss = self.loss_fn(out["student"], out["teacher"], y, hybrid_logits=out["hybrids"],
                             feature_pairs=out["feature_pairs"])
         parts = {k: v for k, v in getattr(self.loss_fn, "parts", {}).items() if k != "total"}
-        return scale_gradient(loss, self.grad_factor), parts, time_mean(out["student"]).detach()
+        return loss, parts, time_mean(out["student"]).detach()
 
 
 def build_loss(recipe: Dict) -> nn.Module:
+    """The loss named by ``train.loss.name`` with ``train.loss.params``; errors name the key."""
     spec = recipe["train"]["loss"]
-    return LOSSES.build(spec["name"], where="train.loss.params", **spec["params"])
+    with recipe_section("train.loss.name"):
+        builder = LOSSES.get(spec["name"], where="train.loss.name")
+    with recipe_section("train.loss.params"):
+        LOSSES.check_params(spec["name"], spec["params"], "train.loss.params")
+        return builder(**spec["params"])
 
 
 def student_objective(recipe: Dict, student: nn.Module, teacher) -> Tuple[nn.Module, object, Dict]:
@@ -77,19 +76,18 @@ def student_objective(recipe: Dict, student: nn.Module, teacher) -> Tuple[nn.Mod
         raise RecipeError(f"train.loss '{name}' needs a teacher: set teacher.model")
     if name != "brd" and recipe["train"]["brd"]["points"] is not None:
         raise RecipeError("train.brd.points is set but train.loss is not 'brd'")
-    grad_factor = 1.0
     if method == "rate":
         from .. import rate
 
-        rate.enable(student, scale_grad_by_T=False)
-        if recipe["train"]["scale_grad_by_T"]:
-            grad_factor = 1.0 / recipe["data"]["T"]
+        with recipe_section("train.method"):
+            rate.enable(student, scale_grad_by_T=recipe["train"]["scale_grad_by_T"])
     if name == "brd":
         from ..hybrid import BlockReplacement
 
-        hybrid = BlockReplacement(student, teacher, points=recipe["train"]["brd"]["points"],
-                                  **recipe["train"]["brd"]["params"])
-        return hybrid, BRDObjective(loss_fn, grad_factor), {"student": student,
-                                                            "adapters": hybrid.adapters}
-    return student, LogitObjective(loss_fn, needs_teacher, grad_factor), {"student": student}
+        brd = recipe["train"]["brd"]
+        with recipe_section("train.brd"):
+            check_params(BlockReplacement, brd["params"], "train.brd.params", "BlockReplacement")
+            hybrid = BlockReplacement(student, teacher, points=brd["points"], **brd["params"])
+        return hybrid, BRDObjective(loss_fn), {"student": student, "adapters": hybrid.adapters}
+    return student, LogitObjective(loss_fn, needs_teacher), {"student": student}
 

@@ -14,19 +14,29 @@ from torch import nn
 from .. import teachers
 from ..config import RecipeError
 from ..registry import check_params
-from . import checkpoint, distributed
+from . import checkpoint, distributed, runfolder
 from .loop import Stage, evaluate, fit
 from .optim import build_cosine, build_sgd
 from .runlog import RunLog
+from .validate import recipe_section
 
 log = logging.getLogger("sj_distill")
 
 
-def _ann(recipe: Dict, num_classes: int, in_chans: int) -> nn.Module:
+def build_ann(recipe: Dict, num_classes: int, in_chans: int) -> nn.Module:
+    """The recipe's timm teacher, trainable and unsplit, with random weights; errors name the
+    recipe key."""
+    import timm
+
     spec = recipe["teacher"]
-    check_params(teachers.create_ann, spec["options"], "teacher.options", "teachers.create_ann")
-    return teachers.create_ann(spec["model"], num_classes=num_classes, in_chans=in_chans,
-                               cifar=spec["cifar_stem"], **spec["options"])
+    if not timm.is_model(spec["model"]):
+        raise RecipeError(f"teacher.model: unknown timm model {spec['model']!r} (names: "
+                          "timm.list_models(), e.g. resnet18, vgg11_bn)")
+    with recipe_section("teacher.options"):
+        check_params(teachers.create_ann, spec["options"], "teacher.options",
+                     "teachers.create_ann")
+        return teachers.create_ann(spec["model"], num_classes=num_classes, in_chans=in_chans,
+                                   cifar=spec["cifar_stem"], **spec["options"])
 
 
 def _train(recipe: Dict, model: nn.Module, train_loader, test_loader, to_ann: Callable,
@@ -49,7 +59,7 @@ def _train(recipe: Dict, model: nn.Module, train_loader, test_loader, to_ann: Ca
     stage = Stage(name="teacher", model=model, state={"teacher": model}, optimizer=optimizer,
                   scheduler=scheduler, epochs=spec["epochs"], train_step=step,
                   evaluate=lambda: evaluate(model, test_loader, to_ann, device, desc="eval teacher"),
-                  max_batches=recipe["train"]["max_batches"])
+                  max_batches=recipe["train"]["max_batches"], extra={"recipe": recipe})
     fit(stage, train_loader, out_dir / "teacher_last.pt", runlog, recipe["seed"], device, resume)
 
 
@@ -59,12 +69,14 @@ def obtain_teacher(recipe: Dict, num_classes: int, in_chans: int, train_loader, 
     """The frozen teacher on ``device`` and its test metrics."""
     spec = recipe["teacher"]
     finished = out_dir / "teacher.pt"
-    model = _ann(recipe, num_classes, in_chans)
+    model = build_ann(recipe, num_classes, in_chans)
     if spec["checkpoint"]:
         teachers.load_weights(model, spec["checkpoint"])
         log.info("teacher %s: weights from %s", spec["model"], spec["checkpoint"])
     elif finished.is_file():
-        teachers.load_weights(model, str(finished))
+        saved = checkpoint.load(finished, required=("teacher",),
+                                advice=runfolder.corrupt_advice(finished))
+        model.load_state_dict(saved["teacher"])
         log.info("teacher %s: weights from this run's %s", spec["model"], finished)
     elif spec["train"]["epochs"] > 0:
         log.info("teacher %s: training for %d epochs", spec["model"], spec["train"]["epochs"])

@@ -24,9 +24,10 @@ from .. import __version__, sj
 from ..config import RecipeError
 from ..distill import snn_input
 from ..registry import DATASETS, OPTIMIZERS, SCHEDULERS, check_params
-from . import checkpoint, distributed
+from . import checkpoint, distributed, runfolder
 from .loop import Stage, evaluate, fit, seed_everything
 from .runlog import RunLog, setup_logging
+from .validate import check_data, check_recipe, recipe_section
 
 log = logging.getLogger("sj_distill")
 
@@ -48,8 +49,11 @@ class ShardSampler(torch.utils.data.Sampler):
 def build_data(recipe: Dict, data_dir: Optional[str]):
     """``(train_set, test_set)`` of the recipe's dataset."""
     data = recipe["data"]
-    return DATASETS.build(data["name"], where="data.options", root=data_dir or data["root"],
-                          img_size=data["img_size"], T=data["T"], **data["options"])
+    check_data(recipe)
+    builder = DATASETS.get(data["name"], where="data.name")
+    download = {"download": True} if data["download"] else {}
+    return builder(root=data_dir or data["root"], img_size=data["img_size"], T=data["T"],
+                   **download, **data["options"])
 
 
 def make_loaders(recipe: Dict, train_set, test_set, seed: int) -> Tuple[DataLoader, DataLoader]:
@@ -91,39 +95,50 @@ class _EpochShuffle(torch.utils.data.Sampler):
 
 def input_adapter(T: int, time_major: bool):
     """Batch -> SNN input ``[T,B,...]``: static images are repeated T times (direct encoding),
-    event frames ``[B,T,...]`` are made time-major."""
+    event frames ``[B,T,...]`` are made time-major float32 (datasets may deliver float16 to
+    halve what the loader copies)."""
     if time_major:
-        return lambda x: x.transpose(0, 1).contiguous()
+        return lambda x: x.transpose(0, 1).float().contiguous()
     return lambda x: snn_input(x, T).contiguous()
 
 
 def teacher_view(time_major: bool):
     """Batch -> ANN input ``[B,C,H,W]``: event frames are averaged over time."""
-    return (lambda x: x.mean(1)) if time_major else (lambda x: x)
+    return (lambda x: x.float().mean(1)) if time_major else (lambda x: x)
 
 
 def build_student(recipe: Dict, num_classes: int, in_chans: int) -> nn.Module:
+    """The recipe's student (STAA-patched when ``student.staa`` is set); errors name the key."""
     from .. import models
 
     spec = recipe["student"]
-    model = models.create_model(spec["model"], num_classes=num_classes, in_chans=in_chans,
-                                **spec["neuron"], **spec["options"])
+    if spec["model"] not in models.list_models():
+        raise RecipeError(f"student.model: unknown model {spec['model']!r}; registered models: "
+                          f"{', '.join(models.list_models())}")
+    with recipe_section("student.neuron / student.options"):
+        model = models.create_model(spec["model"], num_classes=num_classes, in_chans=in_chans,
+                                    **spec["neuron"], **spec["options"])
     if spec["staa"] is not None:
         from .. import staa
 
         if "time_steps" in spec["staa"]:
             raise RecipeError("student.staa.time_steps is data.T; remove it from the recipe")
-        check_params(staa.patch, spec["staa"], "student.staa", "staa.patch")
-        staa.patch(model, time_steps=recipe["data"]["T"], **spec["staa"])
+        with recipe_section("student.staa"):
+            check_params(staa.patch, spec["staa"], "student.staa", "staa.patch")
+            staa.patch(model, time_steps=recipe["data"]["T"], **spec["staa"])
     return model
 
 
-def _optimizer_and_scheduler(recipe_train: Dict, params, epochs: int):
+def optimizer_and_scheduler(recipe_train: Dict, params, epochs: int):
+    """The student's optimiser and per-epoch scheduler from ``train.optimizer`` /
+    ``train.scheduler``; errors name the key."""
     opt = dict(recipe_train["optimizer"])
-    optimizer = OPTIMIZERS.build(opt.pop("name"), params, where="train.optimizer", **opt)
+    with recipe_section("train.optimizer"):
+        optimizer = OPTIMIZERS.build(opt.pop("name"), params, where="train.optimizer", **opt)
     sched = dict(recipe_train["scheduler"])
-    scheduler = SCHEDULERS.build(sched.pop("name"), optimizer, where="train.scheduler",
-                                 epochs=epochs, **sched)
+    with recipe_section("train.scheduler"):
+        scheduler = SCHEDULERS.build(sched.pop("name"), optimizer, where="train.scheduler",
+                                     epochs=epochs, **sched)
     return optimizer, scheduler
 
 
@@ -139,17 +154,19 @@ def weight_digest(module: nn.Module) -> str:
 
 
 def run_recipe(recipe: Dict, out_dir: str | Path, data_dir: Optional[str] = None,
-               resume: bool = False) -> Dict:
+               resume: bool = False, restart: bool = False) -> Dict:
     """Run ``recipe`` (validated, see :mod:`sj_distill.config`) into ``out_dir``; return the
-    summary (also written to ``out_dir/summary.json`` by rank 0)."""
+    summary (also written to ``out_dir/summary.json`` by rank 0).
+
+    The whole recipe is checked first (:func:`~sj_distill.engine.validate.check_recipe`), and
+    the folder against ``resume`` / ``restart`` (:func:`~sj_distill.engine.runfolder.prepare`):
+    a mistake stops the run before anything is written or any data is read. Ctrl-C / SIGTERM
+    during an epoch raise :class:`~sj_distill.engine.runfolder.RunInterrupted`."""
     out_dir = Path(out_dir)
+    check_recipe(recipe, out_dir)
     device = distributed.init()
+    runfolder.prepare(out_dir, resume, restart)
     setup_logging(out_dir)
-    last = out_dir / "last.pt"
-    existing = [p.name for p in (last, out_dir / "teacher_last.pt") if p.is_file()]
-    if existing and not resume:
-        raise RecipeError(f"{out_dir} already holds a run ({', '.join(existing)}): pass --resume "
-                          "to continue it, or choose another --out")
     if distributed.is_main():
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "recipe.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
@@ -178,6 +195,10 @@ def run_recipe(recipe: Dict, out_dir: str | Path, data_dir: Optional[str] = None
             device, resume)
 
     student = build_student(recipe, num_classes, in_chans).to(device)
+    if recipe["train"]["sync_bn"]:  # before rate.enable, which must see the synchronised BNs
+        from .. import sync_bn
+
+        sync_bn.convert(student)
     from .student_stage import student_objective
 
     trained, objective, checkpointed = student_objective(recipe, student, teacher)
@@ -186,7 +207,7 @@ def run_recipe(recipe: Dict, out_dir: str | Path, data_dir: Optional[str] = None
     if distributed.world_size() > 1:
         ddp_model = nn.parallel.DistributedDataParallel(
             trained, device_ids=[device.index] if device.type == "cuda" else None)
-    optimizer, scheduler = _optimizer_and_scheduler(
+    optimizer, scheduler = optimizer_and_scheduler(
         recipe["train"], [p for p in trained.parameters() if p.requires_grad],
         recipe["train"]["epochs"])
 
@@ -201,8 +222,9 @@ def run_recipe(recipe: Dict, out_dir: str | Path, data_dir: Optional[str] = None
         name="student", model=trained, state=checkpointed, optimizer=optimizer,
         scheduler=scheduler, epochs=recipe["train"]["epochs"], train_step=train_step,
         evaluate=lambda: evaluate(student, test_loader, to_snn, device, recipe["train"]["amp"]),
-        max_batches=recipe["train"]["max_batches"], amp=recipe["train"]["amp"])
-    history = fit(stage, train_loader, last, runlog, seed, device, resume)
+        max_batches=recipe["train"]["max_batches"], amp=recipe["train"]["amp"],
+        extra={"recipe": recipe})
+    history = fit(stage, train_loader, out_dir / "last.pt", runlog, seed, device, resume)
     final = history[-1] if history else {}
     digests = distributed.gather_objects(weight_digest(trained))
     summary = {
@@ -213,6 +235,7 @@ def run_recipe(recipe: Dict, out_dir: str | Path, data_dir: Optional[str] = None
         "epochs": len(history), "teacher_top1": teacher_metrics and teacher_metrics["top1"],
         "method": recipe["train"]["method"], "loss": recipe["train"]["loss"]["name"],
         "world_size": distributed.world_size(), "seconds": time.time() - started,
+        "run": str(out_dir),
         "weight_digest_per_rank": digests,
     }
     if distributed.is_main():

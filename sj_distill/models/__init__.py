@@ -1,4 +1,5 @@
-"""Student backbones, registered by name (``list_models()``, ``create_model(name, ...)``).
+"""Student backbones, registered by name (``list_models()``, ``create_model(name, ...)``),
+laid out as in the rate-based backprop public code (see :mod:`.resnet`, :mod:`.vgg`).
 
 Every backbone is multi-step: ``[T, B, C, H, W]`` in, ``[T, B, num_classes]`` out, built from
 SpikingJelly layers and :func:`sj_distill.sj.make_neuron` neurons, with stage names that

@@ -27,10 +27,10 @@ def _split(kwargs: dict) -> dict:
 
 @register_model
 def staa_resnet19(num_classes: int = 10, **kwargs) -> nn.Module:
-    """STAA-ResNet-19: ``cifar_resnet19`` (CIFAR, 3 stages of 128/256/512) + STAA after each
+    """STAA-ResNet-19: ``resnet19`` (CIFAR, 3 stages of 128/256/512) + STAA after each
     stage (the paper's CIFAR backbone, T=4)."""
     staa_kwargs = _split(kwargs)
-    return _with_staa(create_model("cifar_resnet19", num_classes=num_classes, **kwargs),
+    return _with_staa(create_model("resnet19", num_classes=num_classes, **kwargs),
                       staa_kwargs)
 
 

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..sync_bn import global_moments, is_synchronised
 from .eligibility import EligibilityTrace, NeuronDynamics
 
 
@@ -100,10 +101,21 @@ class BatchNormRecord:
     """Spike-pass batch statistics of one use of a BatchNorm layer in one step.
 
     Spike pass: normalise with the batch statistics over every dimension but channels
-    (``T*B, H, W`` for multi-step layers); running statistics are updated once, in
-    :meth:`finish`. Rate pass: the value is normalised with the spike-pass statistics, the
-    gradient flows through the rate batch's own statistics. A BatchNorm in eval mode inside a
-    training model uses its running statistics in both passes (then it is affine)."""
+    (``T*B, H, W`` for multi-step layers; each step's own ``B, H, W`` for single-step
+    models); running statistics are updated once, in :meth:`finish`, from the statistics
+    pooled over all steps. Rate pass (Yu et al., NeurIPS 2024, as their public code does
+    it): the spike-pass mean ``mu_s`` and variance ``var_s`` give the value *and* the
+    normaliser of the gradient; only the mean and variance terms carry the rate batch's
+    gradient (``sg`` = stop-gradient)::
+
+        m = mu_s + (m_r - sg(m_r))            m_r = mean of x over (B, H, W)
+        v = relu(var_s + (v_r - sg(v_r)))     v_r = mean of (x - m)^2 over (B, H, W)
+        y = gamma * (x - m) / sqrt(v + eps) + beta
+
+    A BatchNorm in eval mode inside a training model uses its running statistics in both
+    passes (then it is affine). A :class:`sj_distill.sync_bn.SyncBatchNorm` under
+    ``torch.distributed`` reduces its moments over all ranks, one collective per layer in each
+    pass, so both passes see the global batch's statistics."""
 
     def __init__(self):
         self.chunks: List[Tuple[torch.Tensor, torch.Tensor, int]] = []
@@ -127,6 +139,13 @@ class BatchNormRecord:
         if not self.uses_batch_stats(bn):
             return F.batch_norm(x, bn.running_mean, bn.running_var, bn.weight, bn.bias,
                                 False, 0.0, bn.eps)
+        if is_synchronised(bn):  # statistics of the global batch: one collective
+            mean, mean_sq, count = global_moments(x, bn.process_group)
+            var = (mean_sq - mean.square()).clamp_min(0)
+            self.chunks.append((mean, var, count))
+            shape = self._channel_shape(x)
+            y = (x - mean.view(shape)) * torch.rsqrt(var.view(shape) + bn.eps)
+            return y * bn.weight.view(shape) + bn.bias.view(shape) if bn.affine else y
         # momentum 1 makes torch's own batch norm hand back the batch mean and unbiased
         # variance it normalised with: one pass over x, and the output is bit-identical to
         # the BN's ordinary training forward
@@ -157,13 +176,17 @@ class BatchNormRecord:
         shape = self._channel_shape(x)
         if self.uses_batch_stats(bn):
             _check_shape(f"BatchNorm '{name}'", self.mean.shape, x.shape[1:2])
-            dims = self._reduce_dims(x)
-            rate_mean = x.mean(dims, keepdim=True)
-            rate_var = x.var(dims, unbiased=False, keepdim=True)
-            with_rate_stats = (x - rate_mean) / torch.sqrt(rate_var + bn.eps)
-            spike_std = torch.sqrt(self.var.view(shape) + bn.eps)
-            with_spike_stats = (x.detach() - self.mean.view(shape)) / spike_std
-            y = _straight_through(with_spike_stats, with_rate_stats)
+            if is_synchronised(bn):  # the global rate batch's moments, one collective
+                rate_mean, rate_mean_sq, _ = global_moments(x, bn.process_group)
+                rate_mean, rate_mean_sq = rate_mean.view(shape), rate_mean_sq.view(shape)
+                mean = _straight_through(self.mean.view(shape), rate_mean)
+                rate_var = rate_mean_sq - 2 * mean * rate_mean + mean.square()  # E[(x - m)^2]
+            else:
+                dims = self._reduce_dims(x)
+                mean = _straight_through(self.mean.view(shape), x.mean(dims, keepdim=True))
+                rate_var = (x - mean).square().mean(dims, keepdim=True)
+            var = F.relu(_straight_through(self.var.view(shape), rate_var))
+            y = (x - mean) / torch.sqrt(var + bn.eps)
         else:
             y = (x - bn.running_mean.view(shape)) / torch.sqrt(bn.running_var.view(shape) + bn.eps)
         if bn.affine:

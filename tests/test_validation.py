@@ -1,0 +1,87 @@
+"""Every recipe mistake stops ``sj-distill recipe`` before the run folder is written or any
+data is read: one error line naming the recipe key, within seconds (issue 14, item 1)."""
+import time
+from pathlib import Path
+
+import pytest
+import timm  # noqa: F401  (imported here so that the timings below measure the checks only)
+
+from sj_distill import cli, models  # noqa: F401
+from sj_distill.engine import trainer
+
+RECIPES = Path(__file__).parent / "recipes"
+TINY, TINY_BRD = RECIPES / "tiny.yaml", RECIPES / "tiny-brd.yaml"
+
+#: (recipe, override, expected text of the error line), one per kind of mistake. tiny-brd
+#: trains a teacher first: before validation, most of these surfaced only after it.
+MISTAKES = [
+    (TINY_BRD, "data.name=no-such-data",
+     "data.name: unknown dataset 'no-such-data'; known: digits, digits-dvs"),
+    (TINY_BRD, "data.options.nope=1", "'data.options.nope' is not a parameter of dataset 'digits'"),
+    (TINY_BRD, "data.options.T=3", "data.options.T: set data.T instead"),
+    (TINY_BRD, "student.model=no_such_net", "student.model: unknown model 'no_such_net'"),
+    (TINY_BRD, "student.neuron.nope=1",
+     "student.neuron / student.options: make_neuron() got an unexpected keyword argument 'nope'"),
+    (TINY, "student.staa.nope=1", "'student.staa.nope' is not a parameter of staa.patch"),
+    (TINY_BRD, "teacher.model=no_such_timm_net",
+     "teacher.model: unknown timm model 'no_such_timm_net'"),
+    (TINY_BRD, "teacher.options.nope=1",
+     "teacher.options: ResNet.__init__() got an unexpected keyword argument 'nope'"),
+    (TINY_BRD, "teacher.train.lr=-1", "teacher.train: Invalid learning rate: -1"),
+    (TINY_BRD, "teacher.checkpoint=/no/such/teacher.pth",
+     "teacher.checkpoint: /no/such/teacher.pth does not exist"),
+    (TINY_BRD, "teacher.train.epochs=0", "teacher.model is 'resnet10t' but there are no weights"),
+    (TINY_BRD, "train.loss.name=no-such-loss", "train.loss.name: unknown loss 'no-such-loss'"),
+    (TINY_BRD, "train.loss.params.temp=3",
+     "'train.loss.params.temp' is not a parameter of loss 'brd' (parameters: ce_weight,"),
+    (TINY_BRD, "train.loss.params.tau=-1",
+     "train.loss.params: loss weights must be >= 0 and tau > 0"),
+    (TINY, "train.loss.name=kd", "train.loss 'kd' needs a teacher: set teacher.model"),
+    (TINY_BRD, "train.loss.name=tser", "train.loss 'tser' needs per-step logits"),
+    (TINY_BRD, "train.brd.points=[layer9]",
+     "train.brd: replacement points ['layer9'] are not student stages"),
+    (TINY_BRD, "train.brd.params.nope=1",
+     "'train.brd.params.nope' is not a parameter of BlockReplacement"),
+    (TINY_BRD, "train.optimizer.lr=-1", "train.optimizer: Invalid learning rate: -1"),
+    (TINY_BRD, "train.optimizer.name=no-such-opt",
+     "train.optimizer: unknown optimizer 'no-such-opt'; known: adamw, sgd"),
+    (TINY_BRD, "train.scheduler.name=no-such-schedule",
+     "train.scheduler: unknown scheduler 'no-such-schedule'; known: constant, cosine"),
+    (TINY_BRD, "train.scheduler.warmup_epochs=-1",
+     "train.scheduler: warmup_epochs must be >= 0, got -1"),
+]
+
+
+@pytest.fixture
+def no_data(monkeypatch):
+    """Fail the test if the engine opens the data set."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("the data set was read before the recipe was validated")
+
+    monkeypatch.setattr(trainer, "build_data", refuse)
+
+
+@pytest.mark.parametrize("recipe, override, expected", MISTAKES,
+                         ids=[m[1] for m in MISTAKES])
+def test_mistake_is_one_line_before_any_write_or_read(recipe, override, expected, tmp_path,
+                                                       capsys, no_data):
+    out = tmp_path / "run"
+    started = time.perf_counter()
+    status = cli.main(["recipe", str(recipe), override, "--out", str(out)])
+    seconds = time.perf_counter() - started
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 2
+    assert len(err) == 1, err
+    assert err[0].startswith("sj-distill: error: ")
+    assert expected in err[0]
+    assert not out.exists(), "the run folder was created before the mistake was reported"
+    assert seconds < 15, f"the mistake took {seconds:.1f} s to report"
+
+
+def test_a_valid_recipe_passes_the_check(tmp_path):
+    from sj_distill import config
+    from sj_distill.engine.validate import check_recipe
+
+    for recipe in (TINY, TINY_BRD):
+        check_recipe(config.load_recipe(str(recipe)), tmp_path)
+    assert list(tmp_path.iterdir()) == []
