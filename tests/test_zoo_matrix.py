@@ -5,7 +5,7 @@ so running this file with each SpikingJelly version covers the models that versi
 Each cell must end as :func:`expected` says: ``ok`` (for ``rate``, with the rate-pass value
 equal to the plain SNN's time-mean logits, Value*) or ``refused`` (one sj-distill error
 before any forward). A fast representative subset (the smallest model of each family, LIF)
-runs by default; the full matrix is marked slow (``pytest --runslow``).
+runs by default; the full matrix is marked slow (``pytest -m slow tests/test_zoo_matrix.py``).
 """
 import pytest
 
