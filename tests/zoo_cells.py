@@ -18,7 +18,8 @@ Every cell ends ``ok`` or ``refused``: refused means one sj-distill error, raise
 sj-distill code *before* any forward (``UnsupportedModuleError``, ``TypeError`` or
 ``ValueError``, one line). Anything else (a crash inside forward, a wrong value, an error
 from SpikingJelly or torch) is ``FAIL``. ``tests/test_zoo_matrix.py`` asserts this;
-``python tests/zoo_cells.py`` writes the table of ``docs/zoo.md``.
+``PYTHONPATH=$PWD python tests/zoo_cells.py --write docs/zoo.md`` rewrites the table of
+``docs/zoo.md`` for the installed SpikingJelly version.
 """
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ import importlib
 import inspect
 import os
 import pkgutil
+import sys
 import traceback
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Tuple
@@ -333,18 +335,12 @@ def _short(outcome: Outcome) -> str:
     return "**FAIL**"
 
 
-def main(argv: Optional[List[str]] = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--neurons", default="LIF,IF,PLIF")
-    parser.add_argument("--ops", default=",".join(OPS))
-    parser.add_argument("--only", default="", help="comma-separated constructor names")
-    args = parser.parse_args(argv)
-    neurons, ops = args.neurons.split(","), args.ops.split(",")
-    only = set(filter(None, args.only.split(",")))
-    print(f"SpikingJelly {sj.SJ_VERSION}, torch {torch.__version__}; T={T}, batch {BATCH}; "
-          f"neurons {', '.join(neurons)}\n")
-    print("| family | constructor | " + " | ".join(ops) + " |")
-    print("|---|---|" + "---|" * len(ops))
+def table(neurons: List[str], ops: List[str], only: Optional[set] = None) -> str:
+    """The markdown support table of this SpikingJelly version (runs every cell)."""
+    lines = [f"SpikingJelly {sj.SJ_VERSION}, torch {torch.__version__}; T={T}, batch {BATCH}; "
+             f"neurons {', '.join(neurons)}; a cell lists every outcome its neurons gave.", "",
+             "| family | constructor | " + " | ".join(ops) + " |",
+             "|---|---|" + "---|" * len(ops)]
     reasons: Dict[str, List[str]] = {}
     for c in constructors():
         if only and c.name not in only:
@@ -353,16 +349,50 @@ def main(argv: Optional[List[str]] = None) -> None:
         for op in ops:
             outcomes = [run_cell(c, n, op) for n in neurons]
             kinds = sorted({_short(o) for o in outcomes})
-            row.append(" / ".join(kinds) if len(kinds) > 1 else kinds[0])
+            row.append(" / ".join(kinds))
             for n, o in zip(neurons, outcomes):
                 if o.status != "ok":
                     reasons.setdefault(o.detail, []).append(f"{c.id}/{n}/{op}")
-        print(f"| {c.family} | {c.id} | " + " | ".join(row) + " |", flush=True)
-    print("\nNot covered: " + "; ".join(f"`{k}` ({v})" for k, v in NOT_COVERED.items()) + ".")
-    print("\nWhy each refusal (the error each cell raises, first cells shown):\n")
+        lines.append(f"| {c.family} | {c.id} | " + " | ".join(row) + " |")
+        print(lines[-1], file=sys.stderr, flush=True)
+    lines += ["", "Not covered: " + "; ".join(f"`{k}` ({v})" for k, v in NOT_COVERED.items())
+              + ".", "", "The error of every cell that is not `ok` (first cells shown):", ""]
     for message, cells in sorted(reasons.items(), key=lambda kv: kv[1][0]):
-        shown = ", ".join(cells[:4]) + (f" and {len(cells) - 4} more" if len(cells) > 4 else "")
-        print(f"- {shown}: `{message}`")
+        shown = ", ".join(cells[:3]) + (f" and {len(cells) - 3} more" if len(cells) > 3 else "")
+        lines.append(f"- {shown}: `{message}`")
+    return "\n".join(lines) + "\n"
+
+
+def write_section(path: str, text: str) -> None:
+    """Replace (or append) this SpikingJelly version's section of the markdown file ``path``,
+    delimited by ``<!-- zoo-matrix spikingjelly=VERSION -->`` and ``<!-- /zoo-matrix -->``."""
+    begin, end = f"<!-- zoo-matrix spikingjelly={sj.SJ_VERSION} -->", "<!-- /zoo-matrix -->"
+    with open(path) as f:
+        doc = f.read()
+    section = f"{begin}\n{text}{end}"
+    if begin in doc:
+        head, rest = doc.split(begin, 1)
+        doc = head + section + rest.split(end, 1)[1]
+    else:
+        doc = doc.rstrip("\n") + f"\n\n### SpikingJelly {sj.SJ_VERSION}\n\n{section}\n"
+    with open(path, "w") as f:
+        f.write(doc)
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--neurons", default="LIF,IF,PLIF")
+    parser.add_argument("--ops", default=",".join(OPS))
+    parser.add_argument("--only", default="", help="comma-separated constructor names")
+    parser.add_argument("--write", default="", help="markdown file whose section for this "
+                        "SpikingJelly version is replaced (e.g. docs/zoo.md); default: stdout")
+    args = parser.parse_args(argv)
+    text = table(args.neurons.split(","), args.ops.split(","),
+                 set(filter(None, args.only.split(","))))
+    if args.write:
+        write_section(args.write, text)
+    else:
+        print(text)
 
 
 if __name__ == "__main__":
