@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import copy
 import functools
+import gc
 import importlib
 import inspect
 import os
@@ -323,6 +324,8 @@ def run_cell(c: Constructor, neuron_name: str, op: str) -> Outcome:
         return Outcome("refused", message)
     except Exception as error:  # noqa: BLE001 - every other error is a failure of the cell
         return Outcome("FAIL", f"{type(error).__name__}: {str(error).splitlines()[0][:300]}")
+    finally:
+        gc.collect()  # patched models are reference cycles: free them before the next cell
 
 
 # --------------------------------------------------------------------------- table
