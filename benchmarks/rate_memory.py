@@ -1,12 +1,12 @@
-"""BPTT vs rate-based backprop: peak training memory and step time against T.
+"""BPTT vs rate-based backprop: peak training memory and images/s against T.
 
-CIFAR ResNet-18 backbone, batch 16, 32x32, T = 1, 2, 4, 8, 16, one subprocess per setting
-(peak RSS; on CUDA also torch's allocator peak). Prints a markdown table and the issue's
-targets, writes a PNG plot. The logic lives in ``sj_distill.rate_bench`` (also reachable as
-``sj-distill bench memory``).
+The logic lives in ``sj_distill.rate_bench`` (also ``sj-distill bench memory``): one
+subprocess per (model, precision, method, T); results (JSON, markdown table with issue 12's
+targets, PNG plot) go to ``benchmarks/results/rate/train_<device>.*``.
 
-    PYTHONPATH=$PWD python benchmarks/rate_memory.py --png benchmarks/rate_memory.png
-    PYTHONPATH=$PWD python benchmarks/rate_memory.py --device cuda --png rate_memory_cuda.png
+    PYTHONPATH=$PWD python benchmarks/rate_memory.py --device cpu --models cifar_resnet20 \\
+        --T 1 2 4 --batch 8
+    PYTHONPATH=$PWD python benchmarks/rate_memory.py --device cuda    # the issue's GPU grid
 """
 import sys
 

@@ -145,9 +145,20 @@ def _cmd_table(args: argparse.Namespace) -> int:
 def _cmd_bench_memory(args: argparse.Namespace) -> int:
     from . import rate_bench
 
-    rate_bench.run(args.T, model=args.model, batch=args.batch, img_size=args.img_size,
-                   steps=args.steps, warmup=args.warmup, threads=args.threads, device=args.device,
-                   png=args.png or None, json_path=args.json or None)
+    rate_bench.run(device=args.device, models=args.models, Ts=args.T, dtypes=args.dtypes,
+                   batch=args.batch, img_size=args.img_size, steps=args.steps,
+                   warmup=args.warmup, threads=args.threads, time_chunk=args.time_chunk,
+                   out_dir=args.out, name=args.name, plot_png=not args.no_plot)
+    return 0
+
+
+def _cmd_bench_speed(args: argparse.Namespace) -> int:
+    from . import spike_bench
+
+    spike_bench.run(device=args.device, models=args.models, Ts=args.T, dtypes=args.dtypes,
+                    batch=args.batch, img_size=args.img_size, steps=args.steps,
+                    warmup=args.warmup, threads=args.threads, time_chunk=args.time_chunk,
+                    eligibility=args.eligibility, out_dir=args.out, name=args.name)
     return 0
 
 
@@ -210,12 +221,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="benchmarks")
     bench = p.add_subparsers(dest="bench", metavar="BENCH", required=True)
-    p = bench.add_parser("memory", help="BPTT vs rate-based backprop: peak memory and step "
-                                        "time against T (one subprocess per setting)")
-    from .rate_bench import add_arguments
+    p = bench.add_parser("memory", help="training step, BPTT vs rate-based backprop: peak "
+                                        "memory and images/s against T (one subprocess per "
+                                        "setting; JSON, markdown and PNG)")
+    from .rate_bench import add_arguments as add_memory_arguments
 
-    add_arguments(p)
+    add_memory_arguments(p)
     p.set_defaults(func=_cmd_bench_memory)
+    p = bench.add_parser("speed", help="the rate-BP spike pass alone vs SpikingJelly's no-grad "
+                                       "multi-step forward, side by side (JSON and markdown)")
+    from .spike_bench import add_arguments as add_speed_arguments
+
+    add_speed_arguments(p)
+    p.set_defaults(func=_cmd_bench_speed)
     return parser
 
 

@@ -37,7 +37,8 @@ from spikingjelly.activation_based import layer, neuron
 from .neurons import BatchNormRecord, MaxPoolRecord, NeuronRecord, SUPPORTED_NEURONS
 from .sync_bn import SyncBatchNorm
 
-__all__ = ["enable", "disable", "is_enabled", "current_phase", "tap", "UnsupportedModuleError"]
+__all__ = ["enable", "disable", "is_enabled", "current_phase", "tap", "spike_pass_only",
+           "UnsupportedModuleError"]
 
 
 def _ottt_scale() -> tuple:
@@ -87,7 +88,7 @@ class _Pass:
     phase: str  # "spike" or "rate"
     T: int
     multi_step: bool
-    time_chunk: int = 1
+    time_chunk: Optional[int] = None
     step: int = 0
     grad_scale: float = 1.0  # gradient factor of every rate-pass tensor that leaves the model
 
@@ -149,7 +150,7 @@ class _ModelState:
     had_instance_forward: bool
     scale_grad_by_T: bool
     layers: List[nn.Module]
-    time_chunk: int = 1
+    time_chunk: Optional[int] = None
 
 
 class DropoutRecord:
@@ -277,18 +278,8 @@ def _model_forward(self: nn.Module, x: torch.Tensor, *args, **kwargs):
         return state.original_forward(x, *args, **kwargs)
     if _CURRENT.get() is not None:
         raise RuntimeError("a rate-BP model was called inside another rate-BP pass")
-    multi_step = _model_step_mode(
-        [m for m in state.layers if getattr(m, _STATE).kind == "neuron"]) == "m"
+    multi_step = _spike_pass(state, x, *args, **kwargs)
     T = x.shape[0]
-    with _phase(_Pass("spike", T, multi_step, state.time_chunk)) as current, torch.no_grad():
-        if multi_step:
-            _begin_step(state.layers, current, 0)
-            state.original_forward(x, *args, **kwargs)
-        else:
-            for t in range(T):
-                _begin_step(state.layers, current, t)
-                state.original_forward(x[t], *args, **kwargs)
-        _finish_spike_pass(state.layers)
     x_mean = x.mean(0) if x.is_floating_point() else x.to(torch.get_default_dtype()).mean(0)
     grad_scale = 1.0 / T if state.scale_grad_by_T else 1.0
     try:
@@ -303,6 +294,39 @@ def _model_forward(self: nn.Module, x: torch.Tensor, *args, **kwargs):
 
 
 # --------------------------------------------------------------------------- pass helpers
+
+def _spike_pass(state: _ModelState, x: torch.Tensor, *args, **kwargs) -> bool:
+    """The spike pass over ``x`` ``[T, B, ...]`` (no autograd): fills every layer's records;
+    returns whether the model is multi-step."""
+    multi_step = _model_step_mode(
+        [m for m in state.layers if getattr(m, _STATE).kind == "neuron"]) == "m"
+    T = x.shape[0]
+    with _phase(_Pass("spike", T, multi_step, state.time_chunk)) as current, torch.no_grad():
+        if multi_step:
+            _begin_step(state.layers, current, 0)
+            state.original_forward(x, *args, **kwargs)
+        else:
+            for t in range(T):
+                _begin_step(state.layers, current, t)
+                state.original_forward(x[t], *args, **kwargs)
+        _finish_spike_pass(state.layers)
+    return multi_step
+
+
+def spike_pass_only(model: nn.Module, x: torch.Tensor, *args, **kwargs) -> None:
+    """Run only the spike pass of a training step of an enabled model (no autograd; firing
+    rates, eligibilities and BatchNorm statistics are computed, running statistics updated,
+    then the records are dropped). For benchmarks of the spike pass alone; call
+    ``functional.reset_net(model)`` afterwards as after any step."""
+    if not is_enabled(model):
+        raise RuntimeError("spike_pass_only needs a model switched on with rate.enable(model)")
+    state: _ModelState = getattr(model, _MODEL_STATE)
+    try:
+        _spike_pass(state, x, *args, **kwargs)
+    finally:
+        for module in state.layers:
+            getattr(module, _STATE).records = []
+
 
 @contextlib.contextmanager
 def _phase(current: _Pass) -> Iterator[_Pass]:
@@ -468,7 +492,8 @@ def _classify(model: nn.Module) -> List[Tuple[str, nn.Module, str]]:
     return found
 
 
-def enable(model: nn.Module, scale_grad_by_T: bool = True, time_chunk: int = 1) -> nn.Module:
+def enable(model: nn.Module, scale_grad_by_T: bool = True,
+           time_chunk: Optional[int] = None) -> nn.Module:
     """Switch rate-based backprop on for ``model``, in place; returns ``model``.
 
     Train mode: ``model(x)`` with ``x`` ``[T, B, ...]`` returns time-mean outputs ``[B, ...]``
@@ -476,12 +501,14 @@ def enable(model: nn.Module, scale_grad_by_T: bool = True, time_chunk: int = 1) 
     output by ``1/T`` (as the paper's code does; the value is unchanged). In the spike pass
     each multi-step neuron is called on ``time_chunk`` steps at a time (same spikes; its own
     temporaries shrink from ``[T, ...]`` to ``[time_chunk, ...]``; larger chunks mean fewer
-    kernel calls). Eval mode: the original SNN. Raises :class:`UnsupportedModuleError`
-    naming the first module it cannot treat. Enabling an enabled model only updates
+    kernel calls). ``time_chunk=None`` (default): all ``T`` steps in one fused-kernel call
+    on CUDA, one step per call on the CPU. Eval mode: the original SNN. Raises
+    :class:`UnsupportedModuleError` naming the first module it cannot treat. Enabling an enabled model only updates
     ``scale_grad_by_T`` and ``time_chunk``."""
-    if isinstance(time_chunk, bool) or not isinstance(time_chunk, int) or time_chunk < 1:
-        raise ValueError(f"time_chunk must be a positive int (time steps per neuron call), "
-                         f"got {time_chunk!r}")
+    if time_chunk is not None and (isinstance(time_chunk, bool)
+                                   or not isinstance(time_chunk, int) or time_chunk < 1):
+        raise ValueError(f"time_chunk must be a positive int (time steps per neuron call) or "
+                         f"None (T on CUDA, 1 on the CPU), got {time_chunk!r}")
     if is_enabled(model):
         getattr(model, _MODEL_STATE).scale_grad_by_T = bool(scale_grad_by_T)
         getattr(model, _MODEL_STATE).time_chunk = time_chunk

@@ -1,27 +1,92 @@
-"""Training memory and step time: BPTT against rate-based backprop, side by side.
+"""Training step of SpikingJelly BPTT against rate-based backprop: peak memory and images/s
+against T (``sj-distill bench memory``).
 
-Every (method, T) setting runs in a fresh subprocess (``python -m sj_distill.rate_bench
---worker ...``) so its peak resident memory (RSS, ``ru_maxrss``) belongs to that setting
-alone; on CUDA the peak of torch's allocator is reported as well. One step = forward, cross
-entropy, backward, SGD update, ``reset_net``; the time is the mean of ``--steps`` steps after
-``--warmup`` untimed steps. Used by ``benchmarks/rate_memory.py`` and
-``sj-distill bench memory``.
+Every setting (model, precision, method, T) runs in a fresh subprocess (``python -m
+sj_distill.rate_bench --worker ...``) so its peak memory belongs to that setting alone: on
+CUDA the peak of torch's allocator (``torch.cuda.max_memory_allocated``: weights, optimiser
+state, input and the step's activations), on the CPU the process's peak resident memory
+(RSS, ``ru_maxrss``; includes ~0.7 GB of Python, torch and SpikingJelly). One step = forward,
+cross entropy, backward, SGD update, ``reset_net``; the step time is the median of
+``--steps`` timed steps after ``--warmup`` untimed ones, images/s = batch / that median.
+``bf16`` runs forward and loss under ``torch.autocast(dtype=torch.bfloat16)``.
+
+BPTT is the model's ordinary training step (its neurons' own multi-step kernels: CuPy on
+0.0.0.0.14 when built with it, SpikingJelly's choice on 2.x); rate-BP is the same model
+after ``rate.enable``. Results: ``train_<device>.json`` (measurements and environment),
+``.md`` (table and targets) and ``.png`` (memory and images/s against T) in ``--out``.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 from typing import Dict, List, Optional, Sequence
 
 METHODS = ("bptt", "rate")
+DTYPES = ("fp32", "bf16")
+DEFAULT_OUT = os.path.join("benchmarks", "results", "rate")
+#: Defaults per device: the issue's GPU grid, and a CPU grid that fits a shared 2-core box.
+DEVICE_DEFAULTS = {
+    "cuda": dict(models=["resnet19", "resnet18"], batch=128, T=[1, 2, 4, 6, 8, 16],
+                 dtypes=["fp32", "bf16"], steps=20, warmup=5),
+    "cpu": dict(models=["resnet18"], batch=16, T=[1, 2, 4, 6, 8, 16], dtypes=["fp32"],
+                steps=3, warmup=1),
+}
+
+
+def environment(device: str) -> Dict:
+    """What the numbers were measured on: device name, torch, SpikingJelly (and CuPy)."""
+    import platform
+
+    import torch
+
+    from . import sj
+
+    env = dict(device=device, torch=torch.__version__, spikingjelly=sj.SJ_VERSION,
+               python=platform.python_version(), threads=torch.get_num_threads())
+    if device == "cuda":
+        env["gpu"] = torch.cuda.get_device_name(0)
+        env["cuda"] = torch.version.cuda
+        try:
+            import cupy
+
+            env["cupy"] = cupy.__version__
+        except ImportError:
+            env["cupy"] = None
+    else:
+        env["cpu"] = platform.processor() or platform.machine()
+    return env
+
+
+def autocast(device: str, dtype: str):
+    """The autocast context of a precision name (``fp32``: autocast off)."""
+    import torch
+
+    if dtype not in DTYPES:
+        raise ValueError(f"unknown precision {dtype!r}; choose from {DTYPES}")
+    return torch.autocast(device, dtype=torch.bfloat16, enabled=dtype == "bf16")
+
+
+def timed(fn, device: str) -> float:
+    """Seconds one call of ``fn`` takes (CUDA synchronised before and after)."""
+    import time
+
+    import torch
+
+    if device == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    fn()
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
 
 
 def _worker(args: argparse.Namespace) -> Dict:
     import resource
-    import time
 
     import torch
     import torch.nn.functional as F
@@ -33,16 +98,17 @@ def _worker(args: argparse.Namespace) -> Dict:
     device = torch.device(args.device)
     model = models.create_model(args.model, num_classes=10).to(device).train()
     if args.method == "rate":
-        rate.enable(model)
+        rate.enable(model, time_chunk=args.time_chunk)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     x = torch.rand(args.T, args.batch, 3, args.img_size, args.img_size, device=device)
     y = torch.randint(0, 10, (args.batch,), device=device)
     rss_before_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
     def step() -> None:
-        out = model(x)
-        logits = out if args.method == "rate" else out.mean(0)
-        loss = F.cross_entropy(logits, y)
+        with autocast(device.type, args.dtype):
+            out = model(x)
+            logits = out if args.method == "rate" else out.mean(0)
+            loss = F.cross_entropy(logits, y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -50,18 +116,12 @@ def _worker(args: argparse.Namespace) -> Dict:
 
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    for _ in range(args.warmup):  # TorchScript'd surrogates optimise over the first calls
+    for _ in range(args.warmup):
         step()
-    times = []
-    for _ in range(args.steps):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
-        step()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        times.append(time.perf_counter() - start)
-    result = dict(method=args.method, T=args.T, step_s=sum(times) / len(times),
+    times = [timed(step, device.type) for _ in range(args.steps)]
+    step_s = statistics.median(times)
+    result = dict(model=args.model, dtype=args.dtype, method=args.method, T=args.T,
+                  batch=args.batch, step_s=step_s, images_per_s=args.batch / step_s,
                   peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                   setup_rss_mb=rss_before_kb / 1024, device=args.device)
     if device.type == "cuda":
@@ -69,136 +129,210 @@ def _worker(args: argparse.Namespace) -> Dict:
     return result
 
 
-def run_setting(method: str, T: int, *, model: str, batch: int, img_size: int, steps: int,
-                warmup: int, threads: int, device: str) -> Dict:
-    """Run one setting in a fresh Python process and return its measurements."""
+def run_setting(method: str, T: int, *, model: str, dtype: str, batch: int, img_size: int,
+                steps: int, warmup: int, threads: int, device: str,
+                time_chunk: Optional[int] = None) -> Dict:
+    """Run one setting in a fresh Python process and return its measurements; a failed
+    worker gives ``{"error": last line of its stderr}`` instead of stopping the grid."""
     cmd = [sys.executable, "-m", "sj_distill.rate_bench", "--worker", "--method", method,
-           "--T", str(T), "--model", model, "--batch", str(batch), "--img-size", str(img_size),
-           "--steps", str(steps), "--warmup", str(warmup), "--threads", str(threads),
-           "--device", device]
+           "--T", str(T), "--models", model, "--dtypes", dtype, "--batch", str(batch),
+           "--img-size", str(img_size), "--steps", str(steps), "--warmup", str(warmup),
+           "--threads", str(threads), "--device", device]
+    if time_chunk is not None:
+        cmd += ["--time-chunk", str(time_chunk)]
     done = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ))
     if done.returncode != 0:
-        raise RuntimeError(f"benchmark worker {method} T={T} failed:\n{done.stderr[-2000:]}")
+        lines = done.stderr.strip().splitlines() or [f"exit status {done.returncode}"]
+        return dict(model=model, dtype=dtype, method=method, T=T, batch=batch, device=device,
+                    error=lines[-1][-300:])
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def memory_mb(result: Dict) -> float:
+    """The memory figure of a result: CUDA allocator peak on CUDA, else peak RSS."""
+    return result["peak_cuda_mb"] if "peak_cuda_mb" in result else result["peak_rss_mb"]
+
+
 def markdown_table(results: List[Dict]) -> str:
-    """One row per T: peak RSS, training memory (peak RSS minus the RSS after building the
-    model and input) and step time of both methods, with rate-BP/BPTT ratios."""
-    by = {(r["method"], r["T"]): r for r in results}
+    """One row per (model, precision, T): memory and images/s of both methods, with the
+    rate-BP / BPTT ratios (memory: lower is better; step time = inverse of images/s)."""
     cuda = any("peak_cuda_mb" in r for r in results)
-    head = ("| T | BPTT peak RSS (MB) | rate-BP peak RSS (MB) | ratio | BPTT train mem (MB) "
-            "| rate-BP train mem (MB) | ratio | BPTT step (s) | rate-BP step (s) | ratio |")
-    rule = "|---|---|---|---|---|---|---|---|---|---|"
-    if cuda:
-        head += " BPTT CUDA peak (MB) | rate-BP CUDA peak (MB) |"
-        rule += "---|---|"
-    lines = [head, rule]
-    for T in sorted({r["T"] for r in results}):
-        b, r = by[("bptt", T)], by[("rate", T)]
-        b_train, r_train = _train_memory(b), _train_memory(r)
-        row = (f"| {T} | {b['peak_rss_mb']:.0f} | {r['peak_rss_mb']:.0f} | "
-               f"{r['peak_rss_mb'] / b['peak_rss_mb']:.2f} | {b_train:.0f} | {r_train:.0f} | "
-               f"{r_train / b_train:.2f} | {b['step_s']:.2f} | {r['step_s']:.2f} | "
-               f"{r['step_s'] / b['step_s']:.2f} |")
-        if cuda:
-            row += f" {b['peak_cuda_mb']:.0f} | {r['peak_cuda_mb']:.0f} |"
-        lines.append(row)
+    unit = "CUDA peak (MB)" if cuda else "peak RSS (MB)"
+    lines = [f"| model | precision | T | BPTT {unit} | rate-BP {unit} | memory ratio "
+             "| BPTT images/s | rate-BP images/s | step-time ratio |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    by = {(r["model"], r["dtype"], r["method"], r["T"]): r for r in results}
+    for model, dtype, T in sorted({(r["model"], r["dtype"], r["T"]) for r in results}):
+        b, r = by.get((model, dtype, "bptt", T)), by.get((model, dtype, "rate", T))
+        b_ok, r_ok = (res if res and "error" not in res else None for res in (b, r))
+        mem = [f"{memory_mb(ok):.0f}" if ok else _failed(res)
+               for res, ok in ((b, b_ok), (r, r_ok))]
+        ips = [f"{ok['images_per_s']:.1f}" if ok else "-" for ok in (b_ok, r_ok)]
+        mem_ratio = f"{memory_mb(r_ok) / memory_mb(b_ok):.2f}" if b_ok and r_ok else "-"
+        time_ratio = f"{r_ok['step_s'] / b_ok['step_s']:.2f}" if b_ok and r_ok else "-"
+        lines.append(f"| {model} | {dtype} | {T} | {mem[0]} | {mem[1]} | {mem_ratio} | "
+                     f"{ips[0]} | {ips[1]} | {time_ratio} |")
     return "\n".join(lines)
 
 
-def _train_memory(result: Dict) -> float:
-    return max(result["peak_rss_mb"] - result["setup_rss_mb"], 1.0)
+def _failed(result: Optional[Dict]) -> str:
+    if result is None:
+        return "-"
+    return "failed: " + result["error"].replace("|", "/")
+
+
+def check_targets(results: List[Dict]) -> List[str]:
+    """Issue 12's targets, per (model, precision), each a ``met``/``missed`` line with the
+    measured numbers: at T=6 rate-BP memory <= 0.4x and step time <= 0.6x BPTT's; rate-BP
+    memory growth from T=2 to T=16 <= 25%."""
+    ok = {(r["model"], r["dtype"], r["method"], r["T"]): r for r in results if "error" not in r}
+    lines = []
+    for model, dtype in sorted({(r["model"], r["dtype"]) for r in results}):
+        where = f"{model} {dtype}"
+        b6, r6 = ok.get((model, dtype, "bptt", 6)), ok.get((model, dtype, "rate", 6))
+        if b6 and r6:
+            ratio = memory_mb(r6) / memory_mb(b6)
+            lines.append(f"{_verdict(ratio <= 0.4)} {where}: rate-BP/BPTT memory at T=6 "
+                         f"{ratio:.2f} (target <= 0.4)")
+            ratio = r6["step_s"] / b6["step_s"]
+            lines.append(f"{_verdict(ratio <= 0.6)} {where}: rate-BP/BPTT step time at T=6 "
+                         f"{ratio:.2f} (target <= 0.6)")
+        r2, r16 = ok.get((model, dtype, "rate", 2)), ok.get((model, dtype, "rate", 16))
+        if r2 and r16:
+            growth = memory_mb(r16) / memory_mb(r2) - 1
+            lines.append(f"{_verdict(growth <= 0.25)} {where}: rate-BP memory growth T=2 -> 16 "
+                         f"{growth * 100:+.1f}% (target <= +25%)")
+    return lines
+
+
+def _verdict(met: bool) -> str:
+    return "met   " if met else "missed"
 
 
 def plot(results: List[Dict], path: str, title: str) -> None:
-    """Peak memory and step time against T, both methods, saved as a PNG."""
+    """Peak memory and images/s against T, one line per (model, precision, method)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax_mem, ax_time) = plt.subplots(1, 2, figsize=(10, 4))
-    memory_key = "peak_cuda_mb" if all("peak_cuda_mb" in r for r in results) else "peak_rss_mb"
-    for method, label in (("bptt", "BPTT"), ("rate", "rate-BP")):
-        rows = sorted((r for r in results if r["method"] == method), key=lambda r: r["T"])
+    ok = [r for r in results if "error" not in r]
+    fig, (ax_mem, ax_speed) = plt.subplots(1, 2, figsize=(11, 4.2))
+    cuda = any("peak_cuda_mb" in r for r in ok)
+    settings = sorted({(r["model"], r["dtype"]) for r in ok})
+    for model, dtype, method in sorted({(r["model"], r["dtype"], r["method"]) for r in ok}):
+        rows = sorted((r for r in ok if (r["model"], r["dtype"], r["method"])
+                       == (model, dtype, method)), key=lambda r: r["T"])
+        label = f"{model} {dtype} {'BPTT' if method == 'bptt' else 'rate-BP'}"
+        # one colour per (model, precision); BPTT dashed, rate-BP solid
+        style = dict(color=f"C{settings.index((model, dtype))}", marker="o", label=label,
+                     linestyle="-" if method == "rate" else "--")
         Ts = [r["T"] for r in rows]
-        ax_mem.plot(Ts, [r[memory_key] for r in rows], marker="o", label=label)
-        ax_time.plot(Ts, [r["step_s"] for r in rows], marker="o", label=label)
+        ax_mem.plot(Ts, [memory_mb(r) for r in rows], **style)
+        ax_speed.plot(Ts, [r["images_per_s"] for r in rows], **style)
+    Ts = sorted({r["T"] for r in ok})
     ax_mem.set(xlabel="time steps T", ylabel="peak memory (MB, "
-               + ("CUDA allocator" if memory_key == "peak_cuda_mb" else "process RSS") + ")",
-               xscale="log", xticks=sorted({r["T"] for r in results}))
-    ax_time.set(xlabel="time steps T", ylabel="training step (s)", xscale="log",
-                xticks=sorted({r["T"] for r in results}))
-    for ax in (ax_mem, ax_time):
-        ax.set_xticklabels([str(t) for t in ax.get_xticks()])
+               + ("CUDA allocator" if cuda else "process RSS") + ")")
+    ax_speed.set(xlabel="time steps T", ylabel="training images/s", yscale="log")
+    for ax in (ax_mem, ax_speed):
+        ax.set_xscale("log")
+        ax.set_xticks(Ts)
+        ax.set_xticklabels([str(t) for t in Ts])
         ax.grid(alpha=0.3)
-        ax.legend()
+        ax.legend(fontsize=7)
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
 
-def check_targets(results: List[Dict]) -> List[str]:
-    """The issue's CPU targets, each as a ``PASS``/``MISS`` line with the measured numbers."""
-    by = {(r["method"], r["T"]): r for r in results}
-    lines = []
-    if ("bptt", 16) in by and ("rate", 16) in by:
-        ratio = by[("rate", 16)]["peak_rss_mb"] / by[("bptt", 16)]["peak_rss_mb"]
-        lines.append(f"{'PASS' if ratio <= 1 / 3 else 'MISS'} rate-BP/BPTT peak memory at T=16: "
-                     f"{ratio:.2f} (target <= 0.33)")
-    if ("rate", 2) in by and ("rate", 16) in by:
-        growth = by[("rate", 16)]["peak_rss_mb"] / by[("rate", 2)]["peak_rss_mb"] - 1
-        lines.append(f"{'PASS' if growth < 0.25 else 'MISS'} rate-BP memory growth T=2 -> 16: "
-                     f"{growth * 100:.1f}% (target < 25%)")
-    if ("bptt", 8) in by and ("rate", 8) in by:
-        ratio = by[("rate", 8)]["step_s"] / by[("bptt", 8)]["step_s"]
-        lines.append(f"{'PASS' if ratio <= 0.6 else 'MISS'} rate-BP/BPTT step time at T=8: "
-                     f"{ratio:.2f} (target <= 0.6)")
-    return lines
+def write_results(stem: str, results: List[Dict], env: Dict, table: str, checks: List[str],
+                  header: str) -> List[str]:
+    """``stem``.json (environment + measurements) and ``stem``.md (header, environment,
+    table, target lines); returns the paths written."""
+    os.makedirs(os.path.dirname(stem) or ".", exist_ok=True)
+    with open(stem + ".json", "w") as f:
+        json.dump(dict(environment=env, results=results), f, indent=1)
+    env_line = ", ".join(f"{k} {v}" for k, v in env.items())
+    body = [f"# {header}", "", f"Environment: {env_line}.", "", table, ""]
+    body += [f"- {line}" for line in checks]
+    with open(stem + ".md", "w") as f:
+        f.write("\n".join(body).rstrip() + "\n")
+    return [stem + ".json", stem + ".md"]
 
 
-def run(Ts: Sequence[int] = (1, 2, 4, 8, 16), *, model: str = "resnet18", batch: int = 16,
-        img_size: int = 32, steps: int = 2, warmup: int = 2, threads: int = 2, device: str = "cpu",
-        png: Optional[str] = "rate_memory.png", json_path: Optional[str] = None,
+def run(*, device: str = "cpu", models: Optional[Sequence[str]] = None,
+        Ts: Optional[Sequence[int]] = None, dtypes: Optional[Sequence[str]] = None,
+        batch: Optional[int] = None, img_size: int = 32, steps: Optional[int] = None,
+        warmup: Optional[int] = None, threads: int = 2, time_chunk: Optional[int] = None,
+        out_dir: str = DEFAULT_OUT, name: Optional[str] = None, plot_png: bool = True,
         out=print) -> List[Dict]:
-    """Measure every (method, T), print the table and the target checks, write the plot
-    (``png``) and the raw measurements (``json_path``)."""
+    """Measure every (model, precision, T, method); print the table and the target lines;
+    write ``<out_dir>/<name>.json``, ``.md`` and ``.png`` (``name``: ``train_<device>``).
+    Arguments left None take :data:`DEVICE_DEFAULTS` of ``device``."""
+    if device not in DEVICE_DEFAULTS:
+        raise ValueError(f"--device must be one of {sorted(DEVICE_DEFAULTS)}, got {device!r}")
+    defaults = DEVICE_DEFAULTS[device]
+    models = list(models or defaults["models"])
+    Ts = list(Ts or defaults["T"])
+    dtypes = list(dtypes or defaults["dtypes"])
+    batch = batch or defaults["batch"]
+    steps = steps or defaults["steps"]
+    warmup = defaults["warmup"] if warmup is None else warmup
+    for dtype in dtypes:
+        if dtype not in DTYPES:
+            raise ValueError(f"unknown precision {dtype!r}; choose from {list(DTYPES)}")
     results = []
-    for T in Ts:
-        for method in METHODS:
-            result = run_setting(method, T, model=model, batch=batch, img_size=img_size,
-                                 steps=steps, warmup=warmup, threads=threads, device=device)
-            out(f"  {method:5s} T={T:2d}: peak RSS {result['peak_rss_mb']:.0f} MB, "
-                f"step {result['step_s']:.2f} s")
-            results.append(result)
-    out(f"\n{model}, batch {batch}, {img_size}x{img_size}, {device}, {threads} threads\n")
-    out(markdown_table(results))
-    out("")
-    for line in check_targets(results):
+    for model in models:
+        for dtype in dtypes:
+            for T in Ts:
+                for method in METHODS:
+                    result = run_setting(method, T, model=model, dtype=dtype, batch=batch,
+                                         img_size=img_size, steps=steps, warmup=warmup,
+                                         threads=threads, device=device,
+                                         time_chunk=time_chunk)
+                    shown = (f"failed: {result['error']}" if "error" in result else
+                             f"{memory_mb(result):.0f} MB, {result['images_per_s']:.1f} img/s")
+                    out(f"  {model} {dtype} {method:4s} T={T:2d}: {shown}")
+                    results.append(result)
+    env = environment(device)
+    env.update(threads=threads, batch=batch, image=f"{img_size}x{img_size}", timed_steps=steps,
+               warmup=warmup, time_chunk=time_chunk or "default (T on cuda, 1 on cpu)")
+    table, checks = markdown_table(results), check_targets(results)
+    out("\n" + table + "\n")
+    for line in checks:
         out(line)
-    if json_path:
-        with open(json_path, "w") as f:
-            json.dump(results, f, indent=1)
-    if png:
-        plot(results, png, f"{model}, batch {batch}, {img_size}x{img_size} ({device})")
-        out(f"plot written to {png}")
+    stem = os.path.join(out_dir, name or f"train_{device}")
+    written = write_results(stem, results, env, table, checks,
+                            f"Training step: BPTT vs rate-BP ({device})")
+    if plot_png:
+        plot(results, stem + ".png", f"batch {batch}, {img_size}x{img_size}, {device}")
+        written.append(stem + ".png")
+    out("written: " + ", ".join(written))
     return results
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--T", type=int, nargs="+", default=[1, 2, 4, 8, 16],
-                        help="time steps to measure (default 1 2 4 8 16)")
-    parser.add_argument("--model", default="resnet18")
-    parser.add_argument("--batch", type=int, default=16)
+    """The options shared by ``sj-distill bench memory`` and ``python -m sj_distill.rate_bench``."""
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    parser.add_argument("--models", nargs="+", default=None,
+                        help="registered models (cuda: resnet19 resnet18; "
+                             "cpu: resnet18)")
+    parser.add_argument("--T", type=int, nargs="+", default=None,
+                        help="time steps (default 1 2 4 6 8 16)")
+    parser.add_argument("--dtypes", nargs="+", default=None, choices=DTYPES,
+                        help="precisions (cuda: fp32 bf16; cpu: fp32)")
+    parser.add_argument("--batch", type=int, default=None, help="batch (cuda 128, cpu 16)")
     parser.add_argument("--img-size", type=int, default=32)
-    parser.add_argument("--steps", type=int, default=2, help="timed steps")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed steps before them")
+    parser.add_argument("--steps", type=int, default=None, help="timed steps (cuda 20, cpu 3)")
+    parser.add_argument("--warmup", type=int, default=None,
+                        help="untimed steps before them (cuda 5, cpu 1)")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda")
-    parser.add_argument("--png", default="rate_memory.png", help="plot path ('' for none)")
-    parser.add_argument("--json", default="", help="write the raw measurements here")
+    parser.add_argument("--time-chunk", type=int, default=None,
+                        help="rate.enable's time_chunk (default: T on cuda, 1 on cpu)")
+    parser.add_argument("--out", default=DEFAULT_OUT, help=f"results folder ({DEFAULT_OUT})")
+    parser.add_argument("--name", default=None, help="file stem (default train_<device>)")
+    parser.add_argument("--no-plot", action="store_true", help="skip the PNG")
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -208,12 +342,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--method", choices=METHODS, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
-        args.T = args.T[0]
+        args.T, args.model, args.dtype = args.T[0], args.models[0], args.dtypes[0]
         print(json.dumps(_worker(args)))
         return 0
-    run(args.T, model=args.model, batch=args.batch, img_size=args.img_size, steps=args.steps,
-        warmup=args.warmup, threads=args.threads, device=args.device, png=args.png or None,
-        json_path=args.json or None)
+    run(device=args.device, models=args.models, Ts=args.T, dtypes=args.dtypes, batch=args.batch,
+        img_size=args.img_size, steps=args.steps, warmup=args.warmup, threads=args.threads,
+        time_chunk=args.time_chunk, out_dir=args.out, name=args.name,
+        plot_png=not args.no_plot)
     return 0
 
 

@@ -9,10 +9,11 @@ Everything else in sj-distill builds neurons through :func:`make_neuron` /
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.metadata
 import importlib.util
-from typing import Callable, Optional
+from typing import Callable, Iterator, Optional
 
 import torch
 from torch import nn
@@ -197,6 +198,31 @@ def neuron_backend(module: nn.Module) -> str:
     return getattr(module, "backend", "auto")
 
 
+@contextlib.contextmanager
+def fused_multi_step_kernel(module: nn.Module, x_seq: torch.Tensor) -> Iterator[str]:
+    """Run ``module`` (a multi-step neuron) on SpikingJelly's fused multi-step kernel for
+    ``x_seq`` inside the block; yields the kernel family used (see :func:`neuron_backend`).
+
+    0.0.0.0.14: a neuron built with ``backend='torch'`` is switched to ``'cupy'`` for the
+    block when ``x_seq`` is a float32/float16 CUDA tensor, CuPy is installed and the neuron
+    class has a CuPy kernel (its ``supported_backends``); restored afterwards. The CuPy
+    kernels do the same arithmetic (up to rounding), keep ``v_seq`` with ``store_v_seq`` and
+    take no bfloat16. 2.x: nothing to do, SpikingJelly picks its kernel from the tensor's
+    device (native CUDA, else Triton, else torch)."""
+    switch = (LEGACY and x_seq.is_cuda and x_seq.dtype in (torch.float32, torch.float16)
+              and getattr(module, "backend", None) == "torch"
+              and getattr(module, "step_mode", None) == "m"
+              and "cupy" in getattr(module, "supported_backends", ()) and cupy_available())
+    if not switch:
+        yield neuron_backend(module)
+        return
+    module.backend = "cupy"
+    try:
+        yield "cupy"
+    finally:
+        module.backend = "torch"
+
+
 def reset(model: nn.Module) -> None:
     """Reset every stateful SpikingJelly module (call after every batch).
 
@@ -210,6 +236,15 @@ def reset(model: nn.Module) -> None:
                 p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
                 for p in inspect.signature(method).parameters.values()):
             method()
+
+
+def modules_replaced(model: nn.Module) -> None:
+    """Call after swapping submodules of ``model``: SpikingJelly 2.x caches, per model, the
+    list of modules that :func:`reset` resets (a swapped-in neuron would never be reset and
+    its graph would leak into the next batch). No-op on 0.0.0.0.14, which has no cache."""
+    invalidate = getattr(functional, "invalidate_reset_cache", None)
+    if invalidate is not None:
+        invalidate(model)
 
 
 def set_step_mode(model: nn.Module, step_mode: str) -> None:

@@ -34,7 +34,8 @@ def _world(group) -> int:
 def global_moments(x: torch.Tensor, group=None) -> Tuple[torch.Tensor, torch.Tensor, int]:
     """Per-channel ``(mean, E[x^2], count)`` of ``x`` (``[N, C, ...]``) over ``N`` and the
     spatial axes of every rank's ``x``; differentiable (the backward sums every rank's
-    gradient of the moments). Reduced in float64, returned in ``x``'s dtype."""
+    gradient of the moments). Reduced in float64, returned in float32 (float64 for a
+    float64 ``x``), also under bf16/fp16 autocast."""
     dims = [0] + list(range(2, x.dim()))
     count = x.numel() // x.shape[1]
     local_var, local_mean = torch.var_mean(x, dims, unbiased=False)
@@ -46,7 +47,8 @@ def global_moments(x: torch.Tensor, group=None) -> Tuple[torch.Tensor, torch.Ten
 
         stacked = all_reduce(stacked, group=group or dist.group.WORLD)
     total = stacked[2, 0].item()
-    return (stacked[0] / total).to(x.dtype), (stacked[1] / total).to(x.dtype), int(total)
+    dtype = torch.promote_types(x.dtype, torch.float32)
+    return (stacked[0] / total).to(dtype), (stacked[1] / total).to(dtype), int(total)
 
 
 def is_synchronised(bn: nn.Module) -> bool:

@@ -164,6 +164,12 @@ def test_overrides_before_or_after_options(argv):
     assert sorted(args.overrides) == ["teacher.train.epochs=0", "train.amp=bf16"]
 
 
+def test_override_after_an_option_reaches_the_recipe(tmp_path, capsys):
+    status, err = _cli(capsys, "recipe", TINY, "--out", tmp_path / "run", "--epochs", "1",
+                       "train.optimizer.lr=-1")
+    assert status == 2 and err == ["sj-distill: error: train.optimizer: Invalid learning rate: -1"]
+
+
 def test_unknown_option_is_still_refused(capsys):
     with pytest.raises(SystemExit):
         cli.parse_args(cli.build_parser(), ["recipe", "digits", "--nope", "1"])

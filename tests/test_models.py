@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from spikingjelly.activation_based.model import sew_resnet, spiking_resnet, spiking_vgg
 
-from sj_distill import models, rate, sj, zoo
+from sj_distill import models, rate, sj, staa, zoo
 from sj_distill.models.resnet import PreActBlock
 
 SMALL = dict(num_classes=5)
@@ -56,8 +56,12 @@ def test_every_model_takes_the_common_arguments_and_maps_TBCHW_to_TBK(name):
                                 **_options(name))
     assert _first_conv(model).in_channels == 2
     assert model.fc.out_features == 7
-    neurons = [n for n in _neurons(model) if n.v_threshold == 0.5]  # STAA has its own neurons
+    neurons = [n for n in _neurons(model) if n.v_threshold == 0.5]
+    # STAA's adaptive LIFs keep the replaced neuron's threshold and start at its leak 1 - 1/tau
+    adaptive = [n for n in neurons if isinstance(n, staa.AdaptiveLIF)]
+    neurons = [n for n in neurons if not isinstance(n, staa.AdaptiveLIF)]
     assert neurons and all(n.tau == 2.0 and n.step_mode == "m" for n in neurons)
+    assert all(torch.all(n.m == 0.5) for n in adaptive)
     out = model(_input(name, T=3, in_chans=2))
     assert out.shape == (3, 2, 7)
     # a batch-asymmetric loss: a plain sum has zero gradient through a final BatchNorm

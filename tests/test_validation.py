@@ -8,6 +8,7 @@ import timm  # noqa: F401  (imported here so that the timings below measure the 
 
 from sj_distill import cli, models  # noqa: F401
 from sj_distill.engine import trainer
+from sj_distill.registry import DATASETS
 
 RECIPES = Path(__file__).parent / "recipes"
 TINY, TINY_BRD = RECIPES / "tiny.yaml", RECIPES / "tiny-brd.yaml"
@@ -16,7 +17,7 @@ TINY, TINY_BRD = RECIPES / "tiny.yaml", RECIPES / "tiny-brd.yaml"
 #: trains a teacher first: before validation, most of these surfaced only after it.
 MISTAKES = [
     (TINY_BRD, "data.name=no-such-data",
-     "data.name: unknown dataset 'no-such-data'; known: digits, digits-dvs"),
+     f"data.name: unknown dataset 'no-such-data'; known: {', '.join(DATASETS.names())}"),
     (TINY_BRD, "data.options.nope=1", "'data.options.nope' is not a parameter of dataset 'digits'"),
     (TINY_BRD, "data.options.T=3", "data.options.T: set data.T instead"),
     (TINY_BRD, "student.model=no_such_net", "student.model: unknown model 'no_such_net'"),

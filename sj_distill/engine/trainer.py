@@ -123,9 +123,14 @@ def build_student(recipe: Dict, num_classes: int, in_chans: int) -> nn.Module:
 
         if "time_steps" in spec["staa"]:
             raise RecipeError("student.staa.time_steps is data.T; remove it from the recipe")
+        if "sample" in spec["staa"]:
+            raise RecipeError("student.staa.sample is (in_chans, data.img_size, data.img_size); "
+                              "remove it from the recipe")
+        size = recipe["data"]["img_size"]
         with recipe_section("student.staa"):
             check_params(staa.patch, spec["staa"], "student.staa", "staa.patch")
-            staa.patch(model, time_steps=recipe["data"]["T"], **spec["staa"])
+            staa.patch(model, (in_chans, size, size), time_steps=recipe["data"]["T"],
+                       **spec["staa"])
     return model
 
 

@@ -2,9 +2,8 @@
 
 :func:`check_recipe` resolves every registry name and builds every part of the run on a dry
 run (student, STAA patch, synchronised BatchNorm, teacher and its split, BRD hybrids, loss,
-optimiser, scheduler) with
-placeholder shapes (:data:`PROBE_CLASSES` classes, :data:`PROBE_CHANS` input channels) instead
-of the data set's. A mistake anywhere is one :class:`~sj_distill.config.RecipeError` whose
+optimiser, scheduler) with placeholder shapes (:data:`PROBE_CLASSES` classes,
+:data:`PROBE_CHANS` input channels) instead of the data set's. A mistake anywhere is one :class:`~sj_distill.config.RecipeError` whose
 message starts with the recipe key to change, e.g.
 ``train.optimizer: Invalid learning rate: -1``, so ``sj-distill recipe`` stops in seconds, not
 after minutes of teacher training.

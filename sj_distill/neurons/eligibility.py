@@ -103,14 +103,42 @@ class NeuronDynamics:
         return 1.0 - spike + (self.v_reset - h) * sg
 
 
+def _add_product(total: torch.Tensor, a: torch.Tensor, b: Union[float, torch.Tensor]) -> None:
+    """``total += a * b`` in place, one operation (``b``: a tensor or a number)."""
+    if isinstance(b, torch.Tensor):
+        total.addcmul_(a, b)
+    else:
+        total.add_(a, alpha=b)
+
+
+def _accumulate(total: Optional[torch.Tensor], a: torch.Tensor,
+                owned: bool = True) -> torch.Tensor:
+    """``total + a``, in place into ``total``; ``a`` itself (``owned``) or a copy of it (``a``
+    a view of the caller's data) when ``total`` is None."""
+    if total is None:
+        return a if owned else a.clone()
+    return total.add_(a)
+
+
+def compute_dtype(tensor: torch.Tensor) -> torch.dtype:
+    """The dtype the trace works in: float64 stays float64, everything else (float32 and the
+    half-precision potentials or spikes of an autocast spike pass) is float32."""
+    return torch.promote_types(tensor.dtype, torch.float32)
+
+
 class EligibilityTrace:
     """Running firing rate and eligibility of one neuron layer, fed chunk by chunk in time.
 
-    A multi-step layer gives one chunk of ``T`` steps, a single-step layer ``T`` chunks of one
-    step; only ``[N, ...]``-sized state is kept between chunks."""
+    A multi-step layer gives chunks of ``time_chunk`` steps, a single-step layer ``T`` chunks
+    of one step; only ``[N, ...]``-sized state is kept between chunks. Everything is kept in
+    float32 (float64 for float64 inputs), whatever the precision of the spike pass.
 
-    def __init__(self, dynamics: NeuronDynamics):
+    ``fused=True`` (the default) treats a chunk as a whole (:meth:`_update_fused`);
+    ``fused=False`` is the step-by-step reference (:meth:`_step`), kept for the tests."""
+
+    def __init__(self, dynamics: NeuronDynamics, fused: bool = True):
         self.dynamics = dynamics
+        self.fused = fused
         self.steps = 0
         self.spike_sum: Optional[torch.Tensor] = None
         self.elig_sum: Optional[torch.Tensor] = None
@@ -123,16 +151,22 @@ class EligibilityTrace:
         """Add steps. ``x_seq``: inputs ``[t, N, ...]``; ``v_start``: post-reset potential
         before the first of them ``[N, ...]``; ``v_seq``: post-reset potentials after each step
         and ``spike_seq``: spikes, both ``[t, N, ...]`` (SpikingJelly's ``v_seq`` and output).
-
-        Works one step at a time, so its temporaries are ``[N, ...]``-sized whatever ``t``."""
-        for t in range(spike_seq.shape[0]):
-            self._step(x_seq[t], v_start if t == 0 else v_seq[t - 1], v_seq[t], spike_seq[t])
+        None of them is modified. Autocast is switched off inside (the trace stays float32)."""
+        with torch.autocast(v_seq.device.type, enabled=False):
+            if self.fused:
+                self._update_fused(x_seq, v_start, v_seq, spike_seq)
+                return
+            for t in range(spike_seq.shape[0]):
+                self._step(x_seq[t], v_start if t == 0 else v_seq[t - 1], v_seq[t],
+                           spike_seq[t])
 
     def _step(self, x: torch.Tensor, v_prev: torch.Tensor, v: torch.Tensor,
               spike: torch.Tensor) -> None:
-        """One step, every argument ``[N, ...]``: input, post-reset potential before and after
-        it, spike."""
+        """Reference: one step, every argument ``[N, ...]``: input, post-reset potential
+        before and after it, spike. About ten elementwise ``[N, ...]`` operations."""
         dyn = self.dynamics
+        dtype = compute_dtype(v)
+        x, v_prev, v, spike = (a.to(dtype) for a in (x, v_prev, v, spike))
         if dyn.v_reset is None:  # soft reset: v_t = h_t - theta * s_t
             h = v + dyn.v_threshold * spike
         else:
@@ -150,9 +184,66 @@ class EligibilityTrace:
             self.decay_elig_sum = (weighted if self.decay_elig_sum is None
                                    else self.decay_elig_sum.add_(weighted))
             self.mu_v = rho * mu_h
-        spike = spike.to(sg.dtype)
         self.spike_sum = spike.clone() if self.spike_sum is None else self.spike_sum.add_(spike)
         self.steps += 1
+
+    def _update_fused(self, x_seq: torch.Tensor, v_start: torch.Tensor, v_seq: torch.Tensor,
+                      spike_seq: torch.Tensor) -> None:
+        """A chunk of ``t`` steps at once: ``h``, ``g'(h - theta)`` and ``rho`` come from a few
+        elementwise operations over the whole ``[t, N, ...]`` chunk; what is left over time is
+        the ``kappa`` recurrence.
+
+        * Soft detached reset (``rho = 1``, the paper's setting): ``kappa_t`` is one number
+          per step, ``kappa_t = c * (1 + lam + ... + lam^(t-1)) + lam^t * kappa_0`` (a
+          geometric series), so the chunk's eligibility is one weighted sum over time,
+          ``sum_t kappa_t * g'_t`` (a matrix-vector product), with no loop over tensors.
+        * Other resets: ``kappa`` differs per neuron; the loop over the chunk's steps is left
+          with four elementwise operations per step (the reference does about ten).
+
+        Temporaries: a few ``[t, N, ...]`` tensors (the reference: ``[N, ...]`` ones)."""
+        dyn = self.dynamics
+        steps = spike_seq.shape[0]
+        dtype = compute_dtype(v_seq)
+        spikes = spike_seq.to(dtype)
+        needs_prev = dyn.v_reset is not None or dyn.kind == "plif"
+        v_prev = (torch.cat([v_start.to(dtype).unsqueeze(0), v_seq[:-1].to(dtype)])
+                  if needs_prev else None)
+        if dyn.v_reset is None:
+            h = torch.add(v_seq.to(dtype), spikes, alpha=dyn.v_threshold)
+        else:
+            h = dyn.charge(v_prev, x_seq.to(dtype))
+        sg = surrogate_derivative(dyn.surrogate_function, h - dyn.v_threshold)
+        rho = dyn.reset_factor(h, spikes, sg)
+        lam, gain = dyn.leak, dyn.input_gain
+        if isinstance(rho, float):  # rho = 1 everywhere: kappa_t is the same for all neurons
+            kappas = []
+            for _ in range(steps):
+                self.kappa_v = gain + lam * self.kappa_v
+                kappas.append(self.kappa_v)
+            if steps == 1:
+                elig = sg[0] * kappas[0]
+            else:
+                weights = torch.stack([torch.as_tensor(k, dtype=dtype, device=sg.device)
+                                       for k in kappas])
+                elig = torch.tensordot(weights, sg, dims=1)
+        else:
+            elig = torch.zeros_like(sg[0])
+            for t in range(steps):
+                kappa_h = lam * self.kappa_v + gain
+                _add_product(elig, sg[t], kappa_h)
+                self.kappa_v = rho[t] * kappa_h
+        self.elig_sum = _accumulate(self.elig_sum, elig)
+        if dyn.kind == "plif":
+            direct = dyn.charge_decay_derivative(v_prev, x_seq.to(dtype))
+            decay_elig = torch.zeros_like(sg[0])
+            for t in range(steps):
+                mu_h = lam * self.mu_v + direct[t]
+                _add_product(decay_elig, sg[t], mu_h)
+                self.mu_v = (rho if isinstance(rho, float) else rho[t]) * mu_h
+            self.decay_elig_sum = _accumulate(self.decay_elig_sum, decay_elig)
+        self.spike_sum = (_accumulate(self.spike_sum, spikes[0], owned=False) if steps == 1
+                          else _accumulate(self.spike_sum, spikes.sum(0)))
+        self.steps += steps
 
     def result(self) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
         """``(rate, eligibility, decay eligibility or None)``, each ``[N, ...]``."""

@@ -12,8 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import sj
 from ..sync_bn import global_moments, is_synchronised
-from .eligibility import EligibilityTrace, NeuronDynamics
+from .eligibility import EligibilityTrace, NeuronDynamics, compute_dtype
 
 
 def _straight_through(value: torch.Tensor, surrogate: torch.Tensor) -> torch.Tensor:
@@ -31,52 +32,74 @@ def _check_shape(what: str, recorded: torch.Size, got: torch.Size) -> None:
 
 
 def _initial_state(v, reference: torch.Tensor, v_reset: Optional[float]) -> torch.Tensor:
-    """The potential a SpikingJelly neuron starts the sequence from, shaped like ``reference``."""
+    """The potential a SpikingJelly neuron starts the sequence from, shaped like ``reference``
+    (in the neuron's own state precision, float32 at least: an autocast spike pass feeds
+    bfloat16 inputs to neurons that keep a float32 potential)."""
     if isinstance(v, torch.Tensor) and v.shape == reference.shape:
-        return v.to(reference.dtype)
+        return v
     fill = v if not isinstance(v, torch.Tensor) else (0.0 if v_reset is None else v_reset)
-    return torch.full_like(reference, float(fill))
+    return torch.full_like(reference, float(fill), dtype=compute_dtype(reference))
+
+
+def default_time_chunk(x_seq: torch.Tensor) -> int:
+    """Steps per neuron call when ``time_chunk`` is not given: the whole sequence on CUDA (one
+    fused kernel call), one step on the CPU (SpikingJelly's CPU kernels keep several
+    ``[T, N, ...]`` lists per call, so one step at a time keeps the spike pass's memory flat
+    in ``T``)."""
+    return x_seq.shape[0] if x_seq.is_cuda else 1
 
 
 class NeuronRecord:
-    """Firing rate and eligibility of one use of a spiking neuron layer in one step."""
+    """Firing rate and eligibility of one use of a spiking neuron layer in one step.
 
-    def __init__(self, module: nn.Module):
-        self.trace = EligibilityTrace(NeuronDynamics.from_module(module))
+    ``fused``: the eligibility of a chunk of steps at once or step by step (the reference),
+    see :class:`~sj_distill.neurons.eligibility.EligibilityTrace`; None takes the class-wide
+    :attr:`FUSED` (benchmarks switch it to time the reference)."""
+
+    #: Default of ``fused`` for records built by :func:`sj_distill.rate.enable`'s patches.
+    FUSED: bool = True
+
+    def __init__(self, module: nn.Module, fused: Optional[bool] = None):
+        fused = self.FUSED if fused is None else fused
+        self.trace = EligibilityTrace(NeuronDynamics.from_module(module), fused=fused)
         self.rate: Optional[torch.Tensor] = None
         self.elig: Optional[torch.Tensor] = None
         self.decay_elig: Optional[torch.Tensor] = None
+        self.kernel: Optional[str] = None
 
     def spike_forward(self, module: nn.Module, forward: Callable, x: torch.Tensor,
-                      multi_step: bool, time_chunk: int) -> torch.Tensor:
+                      multi_step: bool, time_chunk: Optional[int] = None) -> torch.Tensor:
         """Run SpikingJelly's own ``forward`` (no autograd) and add the steps to the trace.
 
         Multi-step: ``x`` is ``[T,N,...]``, fed to ``forward`` ``time_chunk`` steps per call
-        (the neuron keeps its potential between calls, so the spikes are those of one call
-        over all ``T``); the post-reset potentials come from SpikingJelly's ``v_seq``. Chunks
-        bound the neuron's own temporaries (SpikingJelly's CPU kernels keep several
-        ``[T,N,...]`` lists) to ``[time_chunk,N,...]``. Single-step: ``x`` is ``[N,...]``,
-        one step."""
+        (None: :func:`default_time_chunk`) on SpikingJelly's fused multi-step kernel
+        (:func:`sj_distill.sj.fused_multi_step_kernel`; its name is kept in ``kernel``). The
+        neuron keeps its potential between calls, so the spikes are those of one call over
+        all ``T``; the post-reset potentials come from SpikingJelly's ``v_seq``. Chunks bound
+        the neuron's own temporaries to ``[time_chunk,N,...]``. Single-step: ``x`` is
+        ``[N,...]``, one step."""
         if not multi_step:
             v_start = _initial_state(module.v, x, module.v_reset)
             spikes = forward(x)
             self.trace.update(x.unsqueeze(0), v_start, module.v.unsqueeze(0), spikes.unsqueeze(0))
             return spikes
+        time_chunk = time_chunk or default_time_chunk(x)
         stored = module.store_v_seq
         module.store_v_seq = True
         spikes = None
         try:
-            for start in range(0, x.shape[0], time_chunk):
-                x_chunk = x[start:start + time_chunk]
-                v_start = _initial_state(module.v, x_chunk[0], module.v_reset)
-                spike_chunk = forward(x_chunk)
-                v_seq, module.v_seq = module.v_seq, None
-                self.trace.update(x_chunk, v_start, v_seq, spike_chunk)
-                del v_seq
-                if spikes is None:
-                    spikes = spike_chunk.new_empty((x.shape[0],) + spike_chunk.shape[1:])
-                spikes[start:start + time_chunk] = spike_chunk
-                del spike_chunk
+            with sj.fused_multi_step_kernel(module, x) as self.kernel:
+                for start in range(0, x.shape[0], time_chunk):
+                    x_chunk = x[start:start + time_chunk]
+                    v_start = _initial_state(module.v, x_chunk[0], module.v_reset)
+                    spike_chunk = forward(x_chunk)
+                    v_seq, module.v_seq = module.v_seq, None
+                    self.trace.update(x_chunk, v_start, v_seq, spike_chunk)
+                    del v_seq
+                    if spikes is None:
+                        spikes = spike_chunk.new_empty((x.shape[0],) + spike_chunk.shape[1:])
+                    spikes[start:start + time_chunk] = spike_chunk
+                    del spike_chunk
         finally:
             module.store_v_seq = stored
             module.v_seq = None
@@ -149,8 +172,9 @@ class BatchNormRecord:
         # momentum 1 makes torch's own batch norm hand back the batch mean and unbiased
         # variance it normalised with: one pass over x, and the output is bit-identical to
         # the BN's ordinary training forward
-        mean = x.new_zeros(x.shape[1])
-        var = x.new_ones(x.shape[1])
+        stats_dtype = torch.promote_types(x.dtype, torch.float32)  # fp32 under bf16/fp16 AMP
+        mean = x.new_zeros(x.shape[1], dtype=stats_dtype)
+        var = x.new_ones(x.shape[1], dtype=stats_dtype)
         y = F.batch_norm(x, mean, var, bn.weight, bn.bias, True, 1.0, bn.eps)
         count = x.numel() // x.shape[1]
         self.chunks.append((mean, var.mul_((count - 1) / count), count))
@@ -172,7 +196,9 @@ class BatchNormRecord:
 
     def rate_forward(self, bn: nn.modules.batchnorm._BatchNorm, x: torch.Tensor,
                      name: str) -> torch.Tensor:
-        """``x``: rate tensor ``[B,C,...]`` with autograd."""
+        """``x``: rate tensor ``[B,C,...]`` with autograd; computed in float32 (or float64)
+        whatever the autocast dtype of ``x``."""
+        x = x.to(torch.promote_types(x.dtype, torch.float32))
         shape = self._channel_shape(x)
         if self.uses_batch_stats(bn):
             _check_shape(f"BatchNorm '{name}'", self.mean.shape, x.shape[1:2])

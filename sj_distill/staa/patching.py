@@ -1,25 +1,16 @@
-"""Insert STAA blocks into an existing SpikingJelly model, in place, and count what they add."""
+"""Wrap chosen spiking neurons of a SpikingJelly model in the STAA aggregator, in place; undo
+it; count what it adds."""
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
 
 from .. import sj
-from .modules import STAABlock
+from .modules import STAANeuron
 
-
-class AfterModule(nn.Module):
-    """``staa(inner(x))``: how a STAA block follows a module that is not an ``nn.Sequential``
-    (the module's parameters move under ``inner.``)."""
-
-    def __init__(self, inner: nn.Module, staa: STAABlock):
-        super().__init__()
-        self.inner, self.staa = inner, staa
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.staa(self.inner(x))
+Sample = Union[torch.Tensor, Sequence[int]]
 
 
 def stage_names(model: nn.Module) -> List[str]:
@@ -33,90 +24,176 @@ def stage_names(model: nn.Module) -> List[str]:
     if not names:
         raise TypeError(
             f"cannot find the residual stages of {type(model).__name__}: it has no stages() "
-            "method and no layer1, layer2, ... attributes; pass where=[module names] to patch()")
+            "method and no layer1, layer2, ... attributes; pass where=[module names] or "
+            "where='all' to patch()")
     return names
 
 
-def _out_channels(model: nn.Module, name: str, module: nn.Module) -> int:
-    for row in getattr(model, "feature_info", []) or []:
-        if row.get("module") == name:
-            return int(row["num_chs"])
-    last = None
-    for m in module.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            last = m.num_features
-        elif isinstance(m, nn.Conv2d):
-            last = m.out_channels
-    if last is None:
-        raise ValueError(f"cannot tell the output channels of {name!r} (no Conv2d/BatchNorm in "
-                         "it); pass channels={name: C} to patch()")
-    return last
+def staa_neurons(model: nn.Module) -> Dict[str, STAANeuron]:
+    """``{name: wrapper}`` for every STAA-wrapped neuron of ``model``."""
+    return {n: m for n, m in model.named_modules() if isinstance(m, STAANeuron)}
 
 
-def patch(model: nn.Module, where: Union[str, Sequence[str]] = "stages", time_steps: int = 4,
-          reduction: int = 4, beta: float = 0.1, pe: bool = True, gc: bool = True,
-          alif: bool = True, sa: bool = True, tsrd: bool = True, sa_kernel: int = 3,
-          neuron: Optional[Dict] = None, channels: Optional[Dict[str, int]] = None) -> nn.Module:
-    """Insert a :class:`STAABlock` after each chosen module of ``model``, in place; returns it.
+def _as_input(model: nn.Module, sample: Sample) -> torch.Tensor:
+    if isinstance(sample, torch.Tensor):
+        if sample.dim() != 5:
+            raise ValueError(f"sample must be a [T, B, C, H, W] input or a (C, H, W) shape, got "
+                             f"a tensor of shape {tuple(sample.shape)}")
+        return sample
+    if len(sample) != 3:
+        raise ValueError(f"sample must be a [T, B, C, H, W] input or a (C, H, W) shape, got "
+                         f"{tuple(sample)}")
+    ref = next(model.parameters(), torch.zeros(()))
+    return torch.zeros(1, 1, *sample, device=ref.device, dtype=ref.dtype)
+
+
+def probe(model: nn.Module, sample: Sample) -> Dict[str, Tuple[int, Tuple[int, ...]]]:
+    """Run one forward (eval mode, no gradients; the model is reset and its mode restored) and
+    return ``{neuron name: (call order, input shape)}`` for every spiking neuron that ran,
+    measured with forward hooks. Neurons inside STAA wrappers are left out.
+
+    Raises ``ValueError`` for a neuron that ran more than once (a shared module)."""
+    inside = tuple(n + "." for n in staa_neurons(model))
+    neurons = {n: m for n, m in model.named_modules()
+               if sj.is_spiking_neuron(m) and not n.startswith(inside)}
+    calls: Dict[str, List] = {}
+
+    def hook(name):
+        def record(_module, inputs, _output):
+            calls.setdefault(name, []).append(tuple(inputs[0].shape))
+        return record
+
+    handles = [m.register_forward_hook(hook(n)) for n, m in neurons.items()]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(_as_input(model, sample))
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+        sj.reset(model)
+    shared = [n for n, shapes in calls.items() if len(shapes) > 1]
+    if shared:
+        raise ValueError(f"neurons {shared} run more than once per forward (shared modules); "
+                         "STAA cannot wrap a shared neuron: give each layer its own neuron")
+    return {n: (i, shapes[0]) for i, (n, shapes) in enumerate(calls.items())}
+
+
+def _last_neuron_in(container: str, calls: Dict) -> Optional[str]:
+    prefix = container + "."
+    inside = [n for n in calls if n == container or n.startswith(prefix)]
+    return max(inside, key=lambda n: calls[n][0]) if inside else None
+
+
+def _resolve(model: nn.Module, where, calls: Dict) -> List[str]:
+    if isinstance(where, str):
+        if where == "all":
+            names = [n for n in calls if len(calls[n][1]) == 5]
+            if not names:
+                raise ValueError("where='all': no spiking neuron with a [T, B, C, H, W] input ran "
+                                 "in the probe forward (already patched, or a single-step model?)")
+            return names
+        if where != "stage_last":
+            raise ValueError(f"where must be 'stage_last', 'all' or a list of module names, got "
+                             f"{where!r}")
+        containers = stage_names(model)
+    else:
+        containers = list(where)
+    modules = dict(model.named_modules())
+    wrapped = tuple(staa_neurons(model))
+    names = []
+    for c in containers:
+        if c not in modules or c == "":
+            raise KeyError(f"patch(): no module named {c!r} in {type(model).__name__}; "
+                           f"top-level children are {[n for n, _ in model.named_children()]}")
+        if any(c == w or c.startswith(w + ".") for w in wrapped):
+            raise ValueError(f"patch(): {c!r} is already wrapped by STAA; call staa.unpatch() "
+                             "first or choose other where= names")
+        last = _last_neuron_in(c, calls)
+        if last is None:
+            raise ValueError(f"patch(): no unwrapped spiking neuron of {c!r} ran in the probe "
+                             "forward; name a module that contains one")
+        if len(calls[last][1]) != 5:
+            raise ValueError(f"patch(): neuron {last!r} gets input {calls[last][1]}; STAA needs "
+                             "[T, B, C, H, W] feature maps (a multi-step conv layer's neuron)")
+        names.append(last)
+    return list(dict.fromkeys(names))
+
+
+def patch(model: nn.Module, sample: Sample, where: Union[str, Sequence[str]] = "stage_last",
+          time_steps: int = 4, reduction: int = 4, beta: float = 0.1, pe: bool = True,
+          gc: bool = True, alif: bool = True, sa: bool = True, tsrd: bool = True,
+          sa_kernel: int = 3, norm: bool = True, gc_gate: str = "residual",
+          tsrd_unit: str = "sample_step", alif_maps: str = "channel",
+          neuron: Optional[Dict] = None) -> nn.Module:
+    """Wrap chosen spiking neurons of ``model`` in :class:`STAANeuron`, in place; returns it.
+
+    The wrapper takes the neuron's place (same attribute name), so every other parameter and
+    buffer keeps its ``state_dict`` key; the wrapper's own keys sit under the neuron's name.
 
     Args:
         model: a multi-step SpikingJelly model (``[T, B, ...]``): a registered backbone of
             :mod:`sj_distill.models`, or a zoo model after :func:`sj_distill.zoo.cifar_student`.
-        where: ``"stages"`` (default: after every residual stage, i.e. ``model.stages()`` or
-            ``layer1, layer2, ...``) or a list of module names (``"layer2"``, ``"layer3.1"``).
-            An ``nn.Sequential`` target gets the block appended (existing parameter names do
-            not change); any other target is wrapped in :class:`AfterModule`.
-        time_steps, reduction, beta, pe, gc, alif, sa, tsrd, sa_kernel, neuron: passed to
-            every :class:`STAABlock`.
-        channels: output channels per target name, for targets where they cannot be read
-            from ``feature_info`` or the target's last BatchNorm/Conv2d.
+        sample: an input ``[T, B, C, H, W]`` or its ``(C, H, W)``; one probe forward measures
+            each neuron's input channels and map size (and the order neurons run in).
+        where: ``"stage_last"`` (default: the last neuron to run in every residual stage,
+            ``model.stages()`` or ``layer1, layer2, ...``), ``"all"`` (every neuron fed
+            ``[T, B, C, H, W]``), or a list of module names: a neuron (``"layer2.0.sn1"``) or a
+            module containing neurons, of which the last to run is wrapped (``"layer3"``).
+        time_steps, reduction, beta, pe, gc, alif, sa, tsrd, sa_kernel, norm, gc_gate,
+            tsrd_unit, alif_maps: passed to every :class:`STAANeuron`.
+        neuron: overrides for the adaptive LIF (``init_m``, ``init_n``, ``v_threshold``,
+            ``surrogate_fn``, ...); by default it copies the replaced neuron.
     """
-    if isinstance(where, str) and where != "stages":
-        raise ValueError(f"where must be 'stages' or a list of module names, got {where!r}")
-    names = stage_names(model) if where == "stages" else list(where)
-    modules = dict(model.named_modules())
-    missing = [n for n in names if n not in modules or n == ""]
-    if missing:
-        raise KeyError(f"patch(): no module named {missing} in {type(model).__name__}; "
-                       f"top-level children are {[n for n, _ in model.named_children()]}")
-    for name in names:
-        target = modules[name]
-        if isinstance(target, AfterModule) or (isinstance(target, nn.Sequential) and len(target)
-                                               and isinstance(target[-1], STAABlock)):
-            raise ValueError(f"patch(): {name!r} is already followed by a STAA block; patch a "
-                             "fresh model (or choose other where= names)")
-        c = (channels or {}).get(name) or _out_channels(model, name, target)
-        block = STAABlock(c, time_steps=time_steps, reduction=reduction, beta=beta, pe=pe, gc=gc,
-                          alif=alif, sa=sa, tsrd=tsrd, sa_kernel=sa_kernel, neuron=neuron)
-        if isinstance(target, nn.Sequential):
-            target.append(block)
-        else:
-            parent_name, _, child = name.rpartition(".")
-            parent = model.get_submodule(parent_name) if parent_name else model
-            setattr(parent, child, AfterModule(target, block))
-    sj.set_step_mode(model, "m")
+    calls = probe(model, sample)
+    for name in _resolve(model, where, calls):
+        target = model.get_submodule(name)
+        shape = calls[name][1]
+        wrapper = STAANeuron(target, shape[2], shape[3:], time_steps=time_steps,
+                             reduction=reduction, beta=beta, pe=pe, gc=gc, alif=alif, sa=sa,
+                             tsrd=tsrd, sa_kernel=sa_kernel, norm=norm, gc_gate=gc_gate,
+                             tsrd_unit=tsrd_unit, alif_maps=alif_maps, alif_options=neuron)
+        ref = next(model.parameters(), None)
+        if ref is not None:
+            wrapper.to(device=ref.device, dtype=ref.dtype)
+        parent_name, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent_name) if parent_name else model, child, wrapper)
+    sj.modules_replaced(model)
     return model
 
 
-def staa_blocks(model: nn.Module) -> Dict[str, STAABlock]:
-    """``{name: block}`` for every STAA block in ``model``."""
-    return {n: m for n, m in model.named_modules() if isinstance(m, STAABlock)}
+def unpatch(model: nn.Module) -> nn.Module:
+    """Put back every neuron that :func:`patch` wrapped (on the wrapper's device), in place;
+    returns ``model``. The STAA parameters are dropped."""
+    for name, wrapper in list(staa_neurons(model).items()):
+        original = wrapper.original
+        ref = next(wrapper.parameters(), None)
+        if ref is not None:
+            original.to(device=ref.device)
+        sj.reset(original)
+        parent_name, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent_name) if parent_name else model, child, original)
+    sj.modules_replaced(model)
+    return model
 
 
 def overhead(model: nn.Module, sample: Optional[torch.Tensor] = None) -> Dict:
-    """Parameters and MACs that the STAA blocks of ``model`` add.
+    """Parameters and MACs that the STAA wrappers of ``model`` add over the neurons they replace.
 
     MACs are per sample over all T steps (multiplies in convs, in the context sum, in gating
-    and in the adaptive-LIF charge; additions, pooling sums and non-linearities count 0). They
-    need each block's input size: give ``sample`` (``[T, B, ...]``, run once here in eval mode
-    without gradients, then reset) or run a forward pass before calling.
+    and in the adaptive-LIF charge; additions, pooling sums and non-linearities count 0; rules
+    in ``docs/staa.md``). They need each wrapper's input size: give ``sample``
+    (``[T, B, C, H, W]``, run once here in eval mode without gradients, then reset) or run a
+    forward pass before calling.
 
-    Returns ``{"params": int, "macs": int, "blocks": {name: {"channels", "input", "params",
+    Returns ``{"params": int, "macs": int, "neurons": {name: {"channels", "input", "params",
     "macs"}}}`` (``input`` is ``(T, C, H, W)``).
     """
-    blocks = staa_blocks(model)
-    if not blocks:
-        raise ValueError("overhead(): the model has no STAA blocks; call sj_distill.staa.patch()")
+    wrappers = staa_neurons(model)
+    if not wrappers:
+        raise ValueError("overhead(): the model has no STAA neurons; call sj_distill.staa.patch()")
     if sample is not None:
         was_training = model.training
         model.eval()
@@ -126,12 +203,12 @@ def overhead(model: nn.Module, sample: Optional[torch.Tensor] = None) -> Dict:
         finally:
             model.train(was_training)
             sj.reset(model)
-    shapes = {n: b.last_input for n, b in blocks.items() if b.last_input is not None}
-    if len(shapes) != len(blocks):
-        raise ValueError("overhead() needs the input size of every STAA block: pass "
-                         "sample=<a [T, B, ...] input> (or run model(x) once before)")
-    rows = {n: dict(channels=b.channels, input=shapes[n],
-                    params=sum(p.numel() for p in b.parameters()), macs=b.macs(shapes[n]))
-            for n, b in blocks.items()}
+    missing = [n for n, w in wrappers.items() if w.last_input is None]
+    if missing:
+        raise ValueError("overhead() needs the input size of every STAA neuron: pass "
+                         "sample=<a [T, B, C, H, W] input> (or run model(x) once before)")
+    rows = {n: dict(channels=w.channels, input=w.last_input, params=w.added_params(),
+                    macs=w.added_macs(w.last_input))
+            for n, w in wrappers.items()}
     return dict(params=sum(r["params"] for r in rows.values()),
-                macs=sum(r["macs"] for r in rows.values()), blocks=rows)
+                macs=sum(r["macs"] for r in rows.values()), neurons=rows)
