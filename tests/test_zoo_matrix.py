@@ -29,8 +29,12 @@ FAST = {
              "maxformer_cifar"},
     "student": {"spiking_resnet18", "spiking_vgg11_bn", "ms_resnet18", "MNISTNet"},
     "brd": {"spiking_resnet18", "spiking_vgg11_bn", "ms_resnet18"},
+    "staa": {"spiking_resnet18", "spiking_vgg11_bn"},
 }
-CHECKED_OPS = ("rate", "student", "brd")
+CHECKED_OPS = ("rate", "student", "brd", "staa")
+#: staa.patch's default placement (the last neuron of every residual stage) needs stages
+#: named ``layer1..``; VGG layouts are refused (pass ``where=``).
+STAA_REFUSED = {"spiking_vgg", "spiking_vggws_ottt"}
 
 
 def expected(c: zoo_cells.Constructor, op: str) -> str:
@@ -39,6 +43,8 @@ def expected(c: zoo_cells.Constructor, op: str) -> str:
         refused = c.family in RATE_REFUSED or c.cnf in ("AND", "IAND")
         return "refused" if refused else "ok"
     supported = c.family in STUDENT_FAMILIES or c.name in STUDENT_CONSTRUCTORS
+    if op == "staa" and c.family in STAA_REFUSED:
+        supported = False
     return "ok" if supported else "refused"
 
 

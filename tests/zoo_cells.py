@@ -12,7 +12,8 @@ inputs), one spiking neuron and one operation of sj-distill:
 * ``brd``: ``BlockReplacement`` on that student with a small timm teacher; if accepted, a
   forward and a backward that reaches the student's first layer (BPTT, and under rate-BP
   when ``rate.enable`` accepts the student).
-* ``staa``: ``staa.patch`` on that student; if accepted, a training forward and backward.
+* ``staa``: ``staa.patch(student, x)`` (default placement: the last neuron of every stage);
+  if accepted, a training forward and backward.
 
 Every cell ends ``ok`` or ``refused``: refused means one sj-distill error, raised by
 sj-distill code *before* any forward (``UnsupportedModuleError``, ``TypeError`` or
@@ -301,12 +302,13 @@ def op_staa(c: Constructor, neuron_name: str) -> Outcome:
     from sj_distill import staa
 
     student = _student(c, neuron_name)
-    _setup(lambda: staa.patch(student, time_steps=c.steps))
+    x = _input(c)
+    _setup(lambda: staa.patch(student, x, time_steps=c.steps))
     student.train()
-    out = student(_input(c))
+    out = student(x)
     _check_backward(student, _logits_mean(out), "staa")
     sj.reset(student)
-    return Outcome("ok", numbers={"blocks": len(staa.staa_blocks(student))})
+    return Outcome("ok", numbers={"neurons": len(staa.staa_neurons(student))})
 
 
 OP_FUNCTIONS = {"rate": op_rate, "student": op_student, "brd": op_brd, "staa": op_staa}
