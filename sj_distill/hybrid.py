@@ -49,6 +49,38 @@ class Adapter(nn.Module):
         return self.bn(self.conv(x))
 
 
+class PointModules(nn.ModuleDict):
+    """An ``nn.ModuleDict`` keyed by student module paths, which may contain dots (a VGG
+    stage ``features.4``): stored under ``:`` instead of ``.`` (torch forbids dots in module
+    names), read and listed by the path itself."""
+
+    @staticmethod
+    def _key(point: str) -> str:
+        return point.replace(".", ":")
+
+    @staticmethod
+    def _point(key: str) -> str:
+        return key.replace(":", ".")
+
+    def __init__(self, modules: Mapping[str, nn.Module]):
+        super().__init__({self._key(p): m for p, m in modules.items()})
+
+    def __getitem__(self, point: str) -> nn.Module:
+        return super().__getitem__(self._key(point))
+
+    def __contains__(self, point: str) -> bool:
+        return super().__contains__(self._key(point))
+
+    def __iter__(self):
+        return (self._point(k) for k in super().__iter__())
+
+    def keys(self):
+        return list(iter(self))
+
+    def items(self):
+        return [(self._point(k), m) for k, m in super().items()]
+
+
 def student_stages(student: nn.Module) -> List[Dict]:
     """``feature_info`` rows of the student's main stages (``student.stages()`` when present,
     else every ``feature_info`` entry after the stem)."""
@@ -123,7 +155,7 @@ class BlockReplacement(nn.Module):
             index = {p: _pair_by_reduction(by_name[p], teacher) for p in points}
         self.teacher_index = index
         self.pairs = {p: teacher_names[i] for p, i in index.items()}
-        self.adapters = nn.ModuleDict({
+        self.adapters = PointModules({
             p: adapter(by_name[p]["num_chs"], teacher.feature_info[i]["num_chs"],
                        by_name[p]["reduction"], teacher.feature_info[i]["reduction"])
             for p, i in index.items()})

@@ -40,14 +40,40 @@ from .sync_bn import SyncBatchNorm
 __all__ = ["enable", "disable", "is_enabled", "current_phase", "tap", "spike_pass_only",
            "UnsupportedModuleError"]
 
+
+def _ottt_scale() -> tuple:
+    """OTTT's ``Scale`` (``x * constant``), on SpikingJelly versions that ship it."""
+    try:
+        from spikingjelly.activation_based.model.spiking_vggws_ottt import Scale
+    except ImportError:
+        return ()
+    return (Scale,)
+
+
 #: Leaf modules that are linear in their input (they commute with the time-mean).
+#: ``layer.Dropout`` draws one mask per sequence (kept until ``reset_net``), so the rate pass
+#: reuses the spike pass's mask; ``layer.VotingLayer`` is an average pool over the last dim.
 LINEAR_LEAVES = (
     nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d,
     nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d, nn.Flatten, nn.Identity,
-    nn.Dropout, nn.Dropout1d, nn.Dropout2d, layer.Dropout,
-)
+    layer.Dropout, layer.VotingLayer,
+) + _ottt_scale()
 BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, SyncBatchNorm)
 MAX_POOLS = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d)
+#: torch's dropouts draw a new mask on every call: the spike pass records its masks.
+TORCH_DROPOUTS = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d)
+#: SpikingJelly zoo models whose forward cannot be rate-trained, and why (by module name).
+_ZOO_REFUSALS = {
+    "spikformer": "its spiking self-attention multiplies spike tensors (Q K^T V)",
+    "spike_driven_transformer": "its spike-driven self-attention multiplies spike tensors "
+                                "(Q * column-sum(K * V))",
+    "qkformer": "its Q-K attention multiplies spike tensors (a query spike mask gates the keys)",
+    "maxformer": "its spiking self-attention multiplies spike tensors (Q K^T V)",
+    "masnn": "its attention (temporal / channel / spatial gates computed from the activations) "
+             "multiplies activations by data-dependent gates",
+}
+_PRODUCT_WHY = ("the time-mean of a product of spike trains is not the product of their "
+                "firing rates, so no rate pass can reproduce its value")
 
 _STATE = "_sj_rate"  # attribute holding the per-module state on patched modules
 _MODEL_STATE = "_sj_rate_model"  # attribute holding the model-level state
@@ -98,7 +124,7 @@ def tap(t: torch.Tensor) -> torch.Tensor:
 class _LayerState:
     """Per-module patch state: the original forward and this step's records, one per use."""
 
-    kind: str  # "neuron" | "batchnorm" | "maxpool" | "seq_to_ann"
+    kind: str  # "neuron" | "batchnorm" | "maxpool" | "dropout" | "seq_to_ann"
     name: str
     original_forward: Callable
     had_instance_forward: bool
@@ -125,6 +151,40 @@ class _ModelState:
     scale_grad_by_T: bool
     layers: List[nn.Module]
     time_chunk: Optional[int] = None
+
+
+class DropoutRecord:
+    """Time-means of one torch dropout's spike-pass output and mask.
+
+    A torch dropout draws a fresh mask on every call (per time step, per element). The spike
+    pass keeps its masks (so it is the plain SNN); the rate pass returns the recorded time-mean
+    of the dropped-out input (the value is exact) with the gradient of multiplying the rate
+    input by the time-mean of the masks (exact at ``T = 1``)."""
+
+    def __init__(self):
+        self.output: Optional[torch.Tensor] = None
+        self.mask: Optional[torch.Tensor] = None
+        self.steps = 0
+
+    def add(self, x: torch.Tensor, mask: torch.Tensor, steps: int) -> None:
+        """``x``, ``mask``: ``steps`` time steps stacked in the leading dimension."""
+        output = (x * mask).reshape(steps, -1).sum(0)
+        mask = mask.reshape(steps, -1).sum(0)
+        if self.output is None:
+            self.output, self.mask = output, mask
+        else:
+            self.output, self.mask = self.output + output, self.mask + mask
+        self.steps += steps
+
+    def rate_forward(self, x: torch.Tensor, name: str) -> torch.Tensor:
+        if self.output.numel() != x.numel():
+            raise RuntimeError(
+                f"dropout '{name}': the rate pass gave shape {tuple(x.shape)} but the spike pass "
+                f"recorded {self.output.numel()} values per step; the model's forward must do "
+                "the same computation for the time-mean input [B,...] as for each time step")
+        value = (self.output / self.steps).view_as(x)
+        gated = x * (self.mask / self.steps).view_as(x)
+        return value + (gated - gated.detach())
 
 
 class _ScaleGrad(torch.autograd.Function):
@@ -185,6 +245,20 @@ def _maxpool_forward(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return pooled
 
 
+def _dropout_forward(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    state: _LayerState = getattr(self, _STATE)
+    current = _CURRENT.get()
+    if current is None or not self.training or self.p == 0:
+        return state.original_forward(x)
+    record = state.next_record(current.phase, current.step, DropoutRecord)
+    if current.phase == "rate":
+        return record.rate_forward(x, state.name)
+    mask = state.original_forward(torch.ones_like(x))  # the module's own mask, scaled by 1/(1-p)
+    steps = current.T if current.multi_step else 1  # multi-step: [T,B,...] or [T*B,...]
+    record.add(x, mask, steps)
+    return x * mask
+
+
 def _seq_to_ann_forward(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
     state: _LayerState = getattr(self, _STATE)
     current = _CURRENT.get()
@@ -194,7 +268,8 @@ def _seq_to_ann_forward(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 _PATCHES = {"neuron": _neuron_forward, "batchnorm": _batchnorm_forward,
-            "maxpool": _maxpool_forward, "seq_to_ann": _seq_to_ann_forward}
+            "maxpool": _maxpool_forward, "dropout": _dropout_forward,
+            "seq_to_ann": _seq_to_ann_forward}
 
 
 def _model_forward(self: nn.Module, x: torch.Tensor, *args, **kwargs):
@@ -314,8 +389,38 @@ def _map_tensors(out, fn):
 
 # --------------------------------------------------------------------------- enable / disable
 
+def _refuse_model(model: nn.Module) -> None:
+    """Refuse a model whose forward rate-based backprop cannot run or cannot reproduce."""
+    for name, module in model.named_modules():
+        cls = type(module)
+        family = cls.__module__.rpartition(".")[2]
+        what = f"{cls.__name__}" + (f" (module '{name}')" if name else "")
+        if cls.__module__.startswith("spikingjelly.") and family in _ZOO_REFUSALS:
+            raise UnsupportedModuleError(
+                f"rate-based backprop cannot train {what}: {_ZOO_REFUSALS[family]}, and "
+                f"{_PRODUCT_WHY}. Train it with BPTT (plain loss.backward()).")
+        if callable(getattr(module, "_to_sequence", None)):
+            raise UnsupportedModuleError(
+                f"rate-based backprop cannot train {what}: its forward repeats a [B,C,H,W] "
+                "image over its own T (_to_sequence) and averages the outputs over time itself, "
+                "so it cannot run once on the time-mean input. Train it with BPTT (plain "
+                "loss.backward()), or use a model whose forward maps [T,B,...] to [T,B,K] step "
+                "by step (e.g. spiking_resnet, sew_resnet, spiking_vgg).")
+
+
+def _refuse_product_join(where: str, module: nn.Module) -> None:
+    """SEW blocks joining their branches with AND / IAND (a product of spike trains)."""
+    cnf = getattr(module, "cnf", None)
+    if isinstance(cnf, str) and cnf.upper() != "ADD":
+        raise UnsupportedModuleError(
+            f"rate-based backprop cannot train {where}: it joins its branches with "
+            f"cnf='{cnf}', a product of spike trains, and {_PRODUCT_WHY}. Build the model "
+            "with cnf='ADD', or train it with BPTT.")
+
+
 def _classify(model: nn.Module) -> List[Tuple[str, nn.Module, str]]:
     """``(path, module, kind)`` of every module to patch; raises on anything unsupported."""
+    _refuse_model(model)
     for name, module in model.named_modules():
         if getattr(module, "supports_rate_bp", True) is False:
             raise UnsupportedModuleError(
@@ -326,9 +431,10 @@ def _classify(model: nn.Module) -> List[Tuple[str, nn.Module, str]]:
             )
     found: List[Tuple[str, nn.Module, str]] = []
 
-    def visit(prefix: str, module: nn.Module) -> None:
+    def visit(prefix: str, module: nn.Module, in_seq_to_ann: bool) -> None:
         path = prefix or "<model>"
         where = f"module '{path}' ({type(module).__name__})"
+        _refuse_product_join(where, module)
         if isinstance(module, neuron.BaseNode):
             if type(module) not in SUPPORTED_NEURONS:
                 raise UnsupportedModuleError(
@@ -350,6 +456,14 @@ def _classify(model: nn.Module) -> List[Tuple[str, nn.Module, str]]:
         if isinstance(module, MAX_POOLS):
             found.append((path, module, "maxpool"))
             return
+        if isinstance(module, TORCH_DROPOUTS):
+            found.append((path, module, "dropout"))
+            return
+        if isinstance(module, layer.Dropout) and in_seq_to_ann:
+            raise UnsupportedModuleError(
+                f"{where} inside a SeqToANNContainer draws a new mask for every time step; "
+                "rate-based backprop needs SpikingJelly's one-mask-per-sequence dropout: move "
+                "it out of the container (step_mode='m'), or use torch's nn.Dropout there.")
         if isinstance(module, layer.SeqToANNContainer):
             found.append((path, module, "seq_to_ann"))
         elif "Container" in type(module).__name__ and type(module).__module__.startswith(
@@ -365,13 +479,14 @@ def _classify(model: nn.Module) -> List[Tuple[str, nn.Module, str]]:
             raise UnsupportedModuleError(
                 f"rate-based backprop does not know how to treat {where}. Supported: "
                 "SpikingJelly IFNode/LIFNode/ParametricLIFNode, BatchNorm1d/2d/3d, Conv, "
-                "Linear, average pooling, max-pooling, Flatten, Dropout, Identity and "
-                "SeqToANNContainer; replace the module or train with BPTT."
+                "Linear, average pooling, max-pooling, Flatten, Dropout, Identity, VotingLayer, "
+                "OTTT's Scale and SeqToANNContainer; replace the module or train with BPTT."
             )
+        inside = in_seq_to_ann or isinstance(module, layer.SeqToANNContainer)
         for child_name, child in children:
-            visit(f"{prefix}.{child_name}" if prefix else child_name, child)
+            visit(f"{prefix}.{child_name}" if prefix else child_name, child, inside)
 
-    visit("", model)
+    visit("", model, False)
     if not any(kind == "neuron" for _, _, kind in found):
         raise ValueError("rate-based backprop found no SpikingJelly spiking neuron in the model")
     return found

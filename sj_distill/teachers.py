@@ -175,6 +175,12 @@ def split_model(model: nn.Module, image_size: int = 32, name: str = "") -> Teach
     """
     if not hasattr(model, "feature_info"):
         raise TypeError(f"{type(model).__name__} has no feature_info; use a timm model")
+    if hasattr(model, "patch_embed"):
+        raise TypeError(
+            f"{name or type(model).__name__} is a token model (patch_embed: its stages give "
+            "[B, N, D] tokens, not [B, C, H, W] feature maps), which the block-wise replacement "
+            "adapters cannot map SNN features to; use a convolutional timm teacher (e.g. "
+            "resnet18, vgg11_bn, convnext_atto, efficientnet_b0, regnetx_002)")
     cuts = [f["module"] for f in model.feature_info]
     units = _execution_units(model, cuts)
     names = [n for n, _ in units]
@@ -208,7 +214,9 @@ def split_model(model: nn.Module, image_size: int = 32, name: str = "") -> Teach
         for group, stage in zip(groups[1:], stages):
             x = stage(x)
             feature_info.append(_measured(group, x, image_size))
-        if not torch.allclose(head(x), model(probe), atol=1e-4, rtol=1e-4):
+        split_out, full_out = head(x), model(probe)
+        if split_out.shape != full_out.shape or not torch.allclose(split_out, full_out,
+                                                                   atol=1e-4, rtol=1e-4):
             raise TypeError(f"{type(model).__name__}.forward is not the sequence of its "
                             "children; cannot split it into stem / stages / head")
     return Teacher(stem, stages, head, feature_info, name=name)
@@ -235,8 +243,9 @@ def create_teacher(name: str, num_classes: int = 10, in_chans: int = 3, cifar: b
     """A frozen, split timm teacher.
 
     Args:
-        name: timm model name (ResNet and VGG families tested, e.g. ``resnet18``,
-            ``resnet34``, ``vgg11_bn``).
+        name: timm model name of a convolutional classifier (tested: ResNet, ResNet-D,
+            SE-ResNet, Wide-ResNet, ResNetV2, VGG, ConvNeXt, EfficientNet, MobileNetV3,
+            RegNet); token models (ViT, DeiT, ...) are refused with a ``TypeError``.
         num_classes / in_chans: classifier outputs and input channels.
         cifar: 3x3/1 stem without max-pool (like the CIFAR students) for small images.
         checkpoint: local weights (see :func:`load_weights`), loaded after the stem patch.

@@ -1,73 +1,158 @@
 """Make SpikingJelly zoo models CIFAR-ready multi-step students, in place.
 
-Works on ``spikingjelly.activation_based.model`` ResNets (``spiking_resnet*``,
-``sew_resnet*``) and VGGs (``spiking_vgg*``), which follow torchvision's layout.
+Works on the ``spikingjelly.activation_based.model`` families with a fixed stem, stages and a
+classifier head:
+
+* ResNets (``spiking_resnet*``, ``sew_resnet*``; torchvision layout ``conv1, bn1, sn1,
+  maxpool, layer1..4, avgpool, fc``);
+* MS-ResNets (``ms_resnet*``, ``max_resnet18``, ``att_ms_resnet18``; SpikingJelly 2.x
+  layout ``stem, layer1..4, head``);
+* VGGs (``spiking_vgg*`` and OTTT's ``ottt_spiking_vgg*``; ``features, classifier``).
+
+``model.feature_info`` (timm style, stem first) is measured on a probe forward, so its channels
+and reductions are those the model really produces. See ``docs/zoo.md`` for every family.
 """
 from __future__ import annotations
 
+from typing import List
+
+import torch
 from torch import nn
-from spikingjelly.activation_based import layer
+from spikingjelly.activation_based import layer, neuron
 
 from . import sj
+
+#: Input size the feature reductions are measured at (CIFAR).
+PROBE_SIZE = 32
 
 
 def _is_resnet(model: nn.Module) -> bool:
     return all(hasattr(model, n) for n in ("conv1", "maxpool", "layer1", "fc"))
 
 
+def _is_ms_resnet(model: nn.Module) -> bool:
+    return (all(hasattr(model, n) for n in ("stem", "layer1", "head"))
+            and isinstance(model.stem, nn.Sequential) and isinstance(model.head, nn.Linear))
+
+
 def _is_vgg(model: nn.Module) -> bool:
-    return all(hasattr(model, n) for n in ("features", "avgpool", "classifier"))
+    return all(hasattr(model, n) for n in ("features", "classifier")) \
+        and isinstance(model.features, nn.Sequential)
 
 
-def _resnet_feature_info(model: nn.Module):
-    info = [dict(module="sn1", num_chs=model.conv1.out_channels, reduction=1)]
-    reduction, i = 1, 1
-    while hasattr(model, f"layer{i}"):
-        stage = getattr(model, f"layer{i}")
-        convs = [m for m in stage.modules() if isinstance(m, nn.Conv2d)]
-        reduction *= max(m.stride[0] for m in convs)
-        last_block = stage[-1]
-        out_ch = [m for m in last_block.modules() if isinstance(m, nn.Conv2d)][-1].out_channels
-        info.append(dict(module=f"layer{i}", num_chs=out_ch, reduction=reduction))
+def _stage_names(model: nn.Module) -> List[str]:
+    names, i = [], 1
+    while isinstance(getattr(model, f"layer{i}", None), nn.Module):
+        names.append(f"layer{i}")
         i += 1
-    return info
+    return names
+
+
+def _cifar_resnet(model: nn.Module, num_classes: int, in_chans: int) -> List[str]:
+    """3x3/1 stem conv, no stem max-pool, new ``fc``; stem ``sn1`` then ``layer1..``."""
+    old = model.conv1
+    model.conv1 = layer.Conv2d(in_chans, old.out_channels, 3, 1, 1, bias=False)
+    model.maxpool = nn.Identity()
+    model.fc = layer.Linear(model.fc.in_features, num_classes)
+    return ["sn1"] + _stage_names(model)
+
+
+def _cifar_ms_resnet(model: nn.Module, num_classes: int, in_chans: int) -> List[str]:
+    """3x3/1 stem conv, no stem max-pool, new ``head``; stem ``stem`` then ``layer1..``.
+
+    The first stage keeps SpikingJelly's stride 2, so stages sit at 1/2 .. 1/16."""
+    old = model.stem[0]
+    model.stem[0] = layer.Conv2d(in_chans, old.out_channels, 3, 1, 1, bias=False)
+    for i in reversed(range(len(model.stem))):
+        if isinstance(model.stem[i], nn.MaxPool2d):
+            del model.stem[i]
+    model.head = type(model.head)(model.head.in_features, num_classes)
+    return ["stem"] + _stage_names(model)
+
+
+def _cifar_vgg(model: nn.Module, num_classes: int, in_chans: int, avgpool_vgg: bool) -> List[str]:
+    """First conv takes ``in_chans`` (3x3/1), global average pooling and one linear layer as
+    the head; stem: the first spiking neuron, stages: every pool of ``features``."""
+    features = model.features
+    first = next(i for i, m in enumerate(features) if isinstance(m, nn.Conv2d))
+    old = features[first]
+    features[first] = type(old)(in_chans, old.out_channels, 3, 1, 1, bias=old.bias is not None)
+    if avgpool_vgg:
+        for i, m in enumerate(features):
+            if isinstance(m, nn.MaxPool2d):
+                features[i] = layer.AvgPool2d(2, 2)
+    width = [m for m in features if isinstance(m, nn.Conv2d)][-1].out_channels
+    if hasattr(model, "avgpool"):  # SpikingVGG: features -> avgpool -> flatten -> classifier
+        model.avgpool = layer.AdaptiveAvgPool2d((1, 1))
+        model.classifier = nn.Sequential(layer.Linear(width, num_classes))
+    else:  # OTTT VGG: features -> classifier
+        model.classifier = nn.Sequential(layer.AdaptiveAvgPool2d((1, 1)), layer.Flatten(1),
+                                         layer.Linear(width, num_classes))
+    stem = next(i for i, m in enumerate(features) if isinstance(m, neuron.BaseNode))
+    pools = [i for i, m in enumerate(features)
+             if isinstance(m, (nn.MaxPool2d, nn.AvgPool2d)) and i > stem]
+    return [f"features.{i}" for i in [stem] + pools]
+
+
+def measure_feature_info(model: nn.Module, modules: List[str], in_chans: int,
+                         size: int = PROBE_SIZE) -> List[dict]:
+    """timm-style ``feature_info`` of a multi-step model: ``dict(module, num_chs, reduction)``
+    for each named module, measured on one ``[1, 1, in_chans, size, size]`` probe (eval mode,
+    no autograd; the model's state is reset afterwards and its mode restored)."""
+    shapes = {}
+
+    def hook(name):
+        def record(module, inputs, output):
+            shapes[name] = tuple(output.shape)
+        return record
+
+    handles = [model.get_submodule(name).register_forward_hook(hook(name)) for name in modules]
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(torch.zeros(1, 1, in_chans, size, size))
+    finally:
+        for handle in handles:
+            handle.remove()
+        model.train(was_training)
+        sj.reset(model)
+    return [dict(module=name, num_chs=shapes[name][2], reduction=size // shapes[name][-1])
+            for name in modules]
 
 
 def cifar_student(model: nn.Module, num_classes: int, in_chans: int = 3,
                   avgpool_vgg: bool = False) -> nn.Module:
     """Turn a SpikingJelly zoo model into a multi-step CIFAR student, in place, and return it.
 
-    ResNets (``spiking_resnet*``, ``sew_resnet*``): the 7x7/2 stem conv becomes a 3x3/1 conv
-    with ``in_chans`` inputs, the stem max-pool is removed, ``fc`` gets ``num_classes``
-    outputs, and ``model.feature_info`` (timm-style: stem ``sn1`` and ``layer1..4``) is set.
-    VGGs (``spiking_vgg*``): the first conv takes ``in_chans``; the 7x7 pooling and the
-    4096-wide classifier become global average pooling and one linear layer; with
-    ``avgpool_vgg`` every max-pool becomes a 2x2 average pool.
-    Everything is switched to ``step_mode='m'``: input ``[T,B,C,H,W]``, output ``[T,B,K]``.
+    * ResNets (``spiking_resnet*``, ``sew_resnet*``): the 7x7/2 stem conv becomes a 3x3/1
+      conv with ``in_chans`` inputs, the stem max-pool is removed and ``fc`` gets
+      ``num_classes`` outputs; ``feature_info``: ``sn1``, ``layer1..4``.
+    * MS-ResNets (``ms_resnet*``, ``max_resnet18``, ``att_ms_resnet18``): the same for
+      ``stem`` and ``head``; the first stage keeps its stride 2; ``feature_info``: ``stem``,
+      ``layer1..4``. Their forward returns time-mean logits ``[B, K]``.
+    * VGGs (``spiking_vgg*``, ``ottt_spiking_vgg*``): the first conv takes ``in_chans``; the
+      7x7 pooling and the 4096-wide classifier become global average pooling and one linear
+      layer; with ``avgpool_vgg`` every max-pool becomes a 2x2 average pool;
+      ``feature_info``: the first spiking neuron, then every pool of ``features``.
+
+    Everything is switched to ``step_mode='m'``: input ``[T,B,C,H,W]``, output ``[T,B,K]``
+    (``[B,K]`` for MS-ResNets). ``feature_info`` channels and reductions are measured on a
+    32x32 probe.
     """
     if _is_resnet(model):
-        old = model.conv1
-        model.conv1 = layer.Conv2d(in_chans, old.out_channels, 3, 1, 1, bias=False)
-        model.maxpool = nn.Identity()
-        model.fc = layer.Linear(model.fc.in_features, num_classes)
-        model.feature_info = _resnet_feature_info(model)
+        modules = _cifar_resnet(model, num_classes, in_chans)
+    elif _is_ms_resnet(model):
+        modules = _cifar_ms_resnet(model, num_classes, in_chans)
     elif _is_vgg(model):
-        first = next(i for i, m in enumerate(model.features) if isinstance(m, nn.Conv2d))
-        old = model.features[first]
-        model.features[first] = layer.Conv2d(in_chans, old.out_channels, 3, 1, 1,
-                                              bias=old.bias is not None)
-        if avgpool_vgg:
-            for i, m in enumerate(model.features):
-                if isinstance(m, nn.MaxPool2d):
-                    model.features[i] = layer.AvgPool2d(2, 2)
-        width = [m for m in model.features if isinstance(m, nn.Conv2d)][-1].out_channels
-        model.avgpool = layer.AdaptiveAvgPool2d((1, 1))
-        model.classifier = nn.Sequential(layer.Linear(width, num_classes))
+        modules = _cifar_vgg(model, num_classes, in_chans, avgpool_vgg)
     else:
         raise TypeError(
-            f"cifar_student() supports SpikingJelly zoo ResNets and VGGs (torchvision layout); "
-            f"got {type(model).__name__} without conv1/maxpool/layer1/fc or features/classifier"
-        )
+            f"cifar_student() supports SpikingJelly zoo ResNets and VGGs (conv1/maxpool/layer1/"
+            f"fc, features/classifier) and MS-ResNets (stem/layer1/head); "
+            f"{type(model).__name__} has none of these layouts: adapt it by hand and set "
+            "model.feature_info (see docs/zoo.md)")
     model.num_classes = num_classes
     sj.set_step_mode(model, "m")
+    model.feature_info = measure_feature_info(model, modules, in_chans)
     return model
