@@ -410,3 +410,21 @@ def test_staa_modules_refuse_rate_bp():
     model = staa.patch(_small_backbone(), (2, 8, 8), time_steps=2)
     with pytest.raises(Exception, match="(?i)STAA|StepAttention|GCBlock|supports_rate_bp"):
         rate.enable(model)
+
+
+def test_default_placement_on_a_zoo_vgg_wraps_the_last_neuron_before_each_pool():
+    """A zoo VGG has no residual stages: after cifar_student its feature_info lists the pools,
+    and the default placement wraps the last neuron before each of them."""
+    from spikingjelly.activation_based.model import spiking_vgg
+
+    model = zoo.cifar_student(spiking_vgg.spiking_vgg11_bn(
+        spiking_neuron=sj.neuron_factory(kind="lif", decay=0.5, step_mode="m")), 10,
+        avgpool_vgg=True)
+    pools = [row["module"] for row in model.feature_info[1:]]
+    modules = [n for n, _ in model.named_modules()]
+    neurons = [n for n, m in model.named_modules() if sj.is_spiking_neuron(m)]
+    expected = [[n for n in neurons if modules.index(n) < modules.index(p)][-1] for p in pools]
+    staa.patch(model, (3, 32, 32), time_steps=2)
+    wrapped = list(staa.staa_neurons(model))
+    assert wrapped == expected and len(wrapped) == len(pools) >= 4
+    assert model(torch.rand(2, 2, 3, 32, 32)).shape == (2, 2, 10)

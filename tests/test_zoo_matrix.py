@@ -32,9 +32,9 @@ FAST = {
     "staa": {"spiking_resnet18", "spiking_vgg11_bn"},
 }
 CHECKED_OPS = ("rate", "student", "brd", "staa")
-#: staa.patch's default placement (the last neuron of every residual stage) needs stages
-#: named ``layer1..``; VGG layouts are refused (pass ``where=``).
-STAA_REFUSED = {"spiking_vgg", "spiking_vggws_ottt"}
+#: staa.patch's default placement: the last neuron of every residual stage, or for VGG
+#: layouts the last neuron before each pool of feature_info (set by cifar_student).
+STAA_REFUSED = set()
 
 
 def expected(c: zoo_cells.Constructor, op: str) -> str:

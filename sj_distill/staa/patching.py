@@ -14,17 +14,32 @@ Sample = Union[torch.Tensor, Sequence[int]]
 
 
 def stage_names(model: nn.Module) -> List[str]:
-    """Names of the residual stages: ``model.stages()`` if present, else ``layer1, layer2, ...``."""
+    """Names of the residual stages: ``model.stages()`` if present, else ``layer1, layer2, ...``
+    (empty when there are neither)."""
     if hasattr(model, "stages"):
         return [name for name, _ in model.stages()]
     names, i = [], 1
     while isinstance(getattr(model, f"layer{i}", None), nn.Module):
         names.append(f"layer{i}")
         i += 1
+    return names
+
+
+def _feature_stage_neurons(model: nn.Module, calls: Dict) -> List[str]:
+    """For a model without residual stages (e.g. a VGG after ``zoo.cifar_student``): the last
+    neuron, in call order, registered before each stage end listed in ``model.feature_info``
+    after the stem (for a VGG: the last neuron before each pool)."""
+    order = {name: i for i, (name, _) in enumerate(model.named_modules())}
+    names = []
+    for row in (getattr(model, "feature_info", None) or [])[1:]:
+        end = order.get(row["module"])
+        before = [n for n in calls if end is not None and order[n] < end]
+        if before:
+            names.append(max(before, key=lambda n: calls[n][0]))
     if not names:
         raise TypeError(
-            f"cannot find the residual stages of {type(model).__name__}: it has no stages() "
-            "method and no layer1, layer2, ... attributes; pass where=[module names] or "
+            f"cannot find the stages of {type(model).__name__}: it has no stages() method, no "
+            "layer1, layer2, ... attributes and no feature_info; pass where=[module names] or "
             "where='all' to patch()")
     return names
 
@@ -98,7 +113,7 @@ def _resolve(model: nn.Module, where, calls: Dict) -> List[str]:
         if where != "stage_last":
             raise ValueError(f"where must be 'stage_last', 'all' or a list of module names, got "
                              f"{where!r}")
-        containers = stage_names(model)
+        containers = stage_names(model) or _feature_stage_neurons(model, calls)
     else:
         containers = list(where)
     modules = dict(model.named_modules())
@@ -139,7 +154,9 @@ def patch(model: nn.Module, sample: Sample, where: Union[str, Sequence[str]] = "
         sample: an input ``[T, B, C, H, W]`` or its ``(C, H, W)``; one probe forward measures
             each neuron's input channels and map size (and the order neurons run in).
         where: ``"stage_last"`` (default: the last neuron to run in every residual stage,
-            ``model.stages()`` or ``layer1, layer2, ...``), ``"all"`` (every neuron fed
+            ``model.stages()`` or ``layer1, layer2, ...``; for a model without those, e.g. a
+            zoo VGG after ``cifar_student``, the last neuron before each stage end that
+            ``feature_info`` lists after the stem, i.e. before each pool), ``"all"`` (every neuron fed
             ``[T, B, C, H, W]``), or a list of module names: a neuron (``"layer2.0.sn1"``) or a
             module containing neurons, of which the last to run is wrapped (``"layer3"``).
         time_steps, reduction, beta, pe, gc, alif, sa, tsrd, sa_kernel, norm, gc_gate,
