@@ -5,7 +5,8 @@ so running this file with each SpikingJelly version covers the models that versi
 Each cell must end as :func:`expected` says: ``ok`` (for ``rate``, with the rate-pass value
 equal to the plain SNN's time-mean logits, Value*) or ``refused`` (one sj-distill error
 before any forward). A fast representative subset (the smallest model of each family, LIF)
-runs by default; the full matrix is marked slow (``pytest -m slow tests/test_zoo_matrix.py``).
+runs by default (and in CI); the full matrix, about 20 minutes per SpikingJelly version on two
+cores, is marked ``zoo_matrix`` (``pytest -m zoo_matrix tests/test_zoo_matrix.py``).
 """
 import pytest
 
@@ -75,7 +76,7 @@ def test_zoo_cell(c, neuron_name, op):
     _check(c, neuron_name, op)
 
 
-@pytest.mark.slow
+@pytest.mark.zoo_matrix
 @pytest.mark.parametrize("c, neuron_name, op", _cells(fast=False))
 def test_zoo_cell_full_matrix(c, neuron_name, op):
     _check(c, neuron_name, op)
