@@ -20,6 +20,7 @@ SHAPES = {"cifar10": (10, 3), "cifar100": (100, 3), "imagenet": (1000, 3),
 PAPER_ROWS = {
     "ratebp-cifar10": 96.26, "ratebp-cifar100": 80.71, "ratebp-cifar10dvs": 76.96,
     "ratebp-imagenet": 70.01, "tser-cifar100": 78.30, "tser-cifar10": 95.58,
+    "tser-imagenet": 69.24,
     "staa-cifar10": 97.14, "staa-cifar100": 82.05, "staa-imagenet": 70.40,
     "staa-cifar10dvs": 82.10, "staa-cifar100-ablation-baseline": 72.30,
     "staa-cifar100-ablation-gc": 73.22, "staa-cifar100-ablation-pe": 73.79,

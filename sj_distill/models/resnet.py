@@ -232,6 +232,15 @@ def cifar_resnet20(num_classes: int = 10, in_chans: int = 3, init: str = "kaimin
 
 
 @register_model
+def sew_resnet18(num_classes: int = 1000, in_chans: int = 3, init: str = "kaiming",
+                 **kwargs) -> SpikingResNet:
+    """SEW-ResNet-18 (ADD) for ImageNet (the TSER paper's student): 7x7/2 stem + max-pool,
+    stages [2,2,2,2], laid out as :func:`sew_resnet34`."""
+    return _build("sew_resnet18", "kaiming", SEWBlock, (2, 2, 2, 2), (64, 128, 256, 512),
+                  num_classes, in_chans, init, kwargs, stem="imagenet", conv_bias=True)
+
+
+@register_model
 def sew_resnet34(num_classes: int = 1000, in_chans: int = 3, init: str = "kaiming",
                  **kwargs) -> SpikingResNet:
     """SEW-ResNet-34 (ADD) for ImageNet: 7x7/2 stem + max-pool, stages [3,4,6,3], convs with
