@@ -119,7 +119,6 @@ def tap(t: torch.Tensor) -> torch.Tensor:
     return _ScaleGrad.apply(t, current.grad_scale)
 
 
-
 @dataclass
 class _LayerState:
     """Per-module patch state: the original forward and this step's records, one per use."""
