@@ -65,6 +65,7 @@ def _worker(rank, init_file, results):
         out_all[method] = (torch.cat(outs), grads, stats)
     if rank == 0:
         torch.save(out_all, results)
+    dist.barrier()  # neither rank tears gloo down while the other still talks to it
     dist.destroy_process_group()
 
 
