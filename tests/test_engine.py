@@ -135,20 +135,26 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted_run(tmp_path):
     assert _final_row(straight) == _final_row(killed)
 
 
+def _two_process_run(args, out_dir: Path) -> dict:
+    """``sj-distill recipe *args`` under torchrun with two gloo processes; asserts that it
+    succeeds and that both ranks end with the same weights; returns ``summary.json``."""
+    out = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+         "-m", "sj_distill", "recipe", *args, "--out", str(out_dir)],
+        env=ENV, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    summary = json.loads((out_dir / "summary.json").read_text())
+    digests = summary["weight_digest_per_rank"]
+    assert summary["world_size"] == 2 and len(digests) == 2 and digests[0] == digests[1]
+    return summary
+
+
 @pytest.mark.slow
 def test_torchrun_two_processes_sync_bn_rate_bp_identical_weights_then_resume_refused(tmp_path):
     """Two gloo processes, rate-BP with synchronised BatchNorm: both ranks end with the same
     weights; resuming that run in one process is refused with the reason."""
     args = [str(TINY), "train.epochs=1", "train.method=rate", "train.sync_bn=true"]
-    out = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-         "-m", "sj_distill", "recipe", *args, "--out", str(tmp_path)],
-        env=ENV, capture_output=True, text=True, timeout=240)
-    assert out.returncode == 0, out.stderr[-3000:]
-    summary = json.loads((tmp_path / "summary.json").read_text())
-    assert summary["world_size"] == 2
-    digests = summary["weight_digest_per_rank"]
-    assert len(digests) == 2 and digests[0] == digests[1]
+    summary = _two_process_run(args, tmp_path)
     assert summary["top1"] is not None
     assert checkpoint.load(tmp_path / "last.pt")["world_size"] == 2
 
@@ -192,11 +198,4 @@ def test_torchrun_brd_with_hybrids_weighted_zero_finishes_with_identical_weights
     args = [str(Path(__file__).parent / "recipes" / "tiny-brd.yaml"), "train.epochs=1",
             "teacher.train.epochs=1", "train.loss.params.hybrid_ce_weight=0.0",
             "train.loss.params.hybrid_kd_weight=0.0"]
-    out = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-         "-m", "sj_distill", "recipe", *args, "--out", str(tmp_path)],
-        env=ENV, capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-3000:]
-    summary = json.loads((tmp_path / "summary.json").read_text())
-    digests = summary["weight_digest_per_rank"]
-    assert summary["world_size"] == 2 and len(digests) == 2 and digests[0] == digests[1]
+    _two_process_run(args, tmp_path)
