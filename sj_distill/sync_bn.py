@@ -24,7 +24,8 @@ import torch.distributed as dist
 from torch import nn
 from spikingjelly.activation_based import base
 
-__all__ = ["SyncBatchNorm", "convert", "global_moments", "is_synchronised"]
+__all__ = ["SyncBatchNorm", "convert", "global_mean_var", "global_moments", "is_synchronised",
+           "normalise", "update_running_stats"]
 
 
 def _world(group) -> int:
@@ -49,6 +50,33 @@ def global_moments(x: torch.Tensor, group=None) -> Tuple[torch.Tensor, torch.Ten
     total = stacked[2, 0].item()
     dtype = torch.promote_types(x.dtype, torch.float32)
     return (stacked[0] / total).to(dtype), (stacked[1] / total).to(dtype), int(total)
+
+
+def global_mean_var(x: torch.Tensor, group=None) -> Tuple[torch.Tensor, torch.Tensor, int]:
+    """Per-channel ``(mean, biased variance, count)`` of the global batch (see
+    :func:`global_moments`)."""
+    mean, mean_sq, count = global_moments(x, group)
+    return mean, (mean_sq - mean.square()).clamp_min(0), count
+
+
+def normalise(bn: nn.modules.batchnorm._BatchNorm, x: torch.Tensor, mean: torch.Tensor,
+              var: torch.Tensor) -> torch.Tensor:
+    """``x`` (``[N, C, ...]``) normalised with per-channel ``mean`` and ``var`` and ``bn``'s
+    affine parameters."""
+    shape = [1, -1] + [1] * (x.dim() - 2)
+    y = (x - mean.view(shape)) * torch.rsqrt(var.view(shape) + bn.eps)
+    return y * bn.weight.view(shape) + bn.bias.view(shape) if bn.affine else y
+
+
+@torch.no_grad()
+def update_running_stats(bn: nn.modules.batchnorm._BatchNorm, mean: torch.Tensor,
+                         var: torch.Tensor, count: int) -> None:
+    """Move ``bn``'s running statistics towards ``mean`` and the unbiased ``var`` of ``count``
+    values (``var`` is biased), as ``nn.BatchNorm`` does for one training batch."""
+    bn.num_batches_tracked.add_(1)
+    factor = bn.momentum if bn.momentum is not None else 1.0 / float(bn.num_batches_tracked)
+    bn.running_mean.mul_(1 - factor).add_(mean, alpha=factor)
+    bn.running_var.mul_(1 - factor).add_(var * count / max(count - 1, 1), alpha=factor)
 
 
 def is_synchronised(bn: nn.Module) -> bool:
@@ -85,24 +113,10 @@ class SyncBatchNorm(nn.modules.batchnorm._BatchNorm, base.StepModule):
         self._check_input_dim(x)
         if not (self.training or not self.track_running_stats) or _world(self.process_group) == 1:
             return super().forward(x)
-        mean, mean_sq, count = global_moments(x, self.process_group)
-        var = (mean_sq - mean.square()).clamp_min(0)
+        mean, var, count = global_mean_var(x, self.process_group)
         if self.training and self.track_running_stats:
-            self.update_running_stats(mean.detach(), var.detach(), count)
-        shape = [1, -1] + [1] * (x.dim() - 2)
-        y = (x - mean.view(shape)) * torch.rsqrt(var.view(shape) + self.eps)
-        if self.affine:
-            y = y * self.weight.view(shape) + self.bias.view(shape)
-        return y
-
-    @torch.no_grad()
-    def update_running_stats(self, mean: torch.Tensor, var: torch.Tensor, count: int) -> None:
-        """Move the running statistics towards ``mean`` and the unbiased ``var`` of ``count``
-        values, as ``nn.BatchNorm`` does for one training batch."""
-        self.num_batches_tracked.add_(1)
-        factor = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
-        self.running_mean.mul_(1 - factor).add_(mean, alpha=factor)
-        self.running_var.mul_(1 - factor).add_(var * count / max(count - 1, 1), alpha=factor)
+            update_running_stats(self, mean.detach(), var.detach(), count)
+        return normalise(self, x, mean, var)
 
 
 def convert(model: nn.Module, process_group=None) -> nn.Module:

@@ -13,7 +13,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import sj
-from ..sync_bn import global_moments, is_synchronised
+from ..sync_bn import (global_mean_var, global_moments, is_synchronised, normalise,
+                       update_running_stats)
 from .eligibility import EligibilityTrace, NeuronDynamics, compute_dtype
 
 
@@ -163,12 +164,9 @@ class BatchNormRecord:
             return F.batch_norm(x, bn.running_mean, bn.running_var, bn.weight, bn.bias,
                                 False, 0.0, bn.eps)
         if is_synchronised(bn):  # statistics of the global batch: one collective
-            mean, mean_sq, count = global_moments(x, bn.process_group)
-            var = (mean_sq - mean.square()).clamp_min(0)
+            mean, var, count = global_mean_var(x, bn.process_group)
             self.chunks.append((mean, var, count))
-            shape = self._channel_shape(x)
-            y = (x - mean.view(shape)) * torch.rsqrt(var.view(shape) + bn.eps)
-            return y * bn.weight.view(shape) + bn.bias.view(shape) if bn.affine else y
+            return normalise(bn, x, mean, var)
         # momentum 1 makes torch's own batch norm hand back the batch mean and unbiased
         # variance it normalised with: one pass over x, and the output is bit-identical to
         # the BN's ordinary training forward
@@ -189,10 +187,7 @@ class BatchNormRecord:
         var = sum((v + (m - mean) ** 2) * n for m, v, n in self.chunks) / count
         self.mean, self.var, self.chunks = mean, var, []
         if bn.training and bn.track_running_stats:
-            bn.num_batches_tracked.add_(1)
-            factor = bn.momentum if bn.momentum is not None else 1.0 / float(bn.num_batches_tracked)
-            bn.running_mean.mul_(1 - factor).add_(mean, alpha=factor)
-            bn.running_var.mul_(1 - factor).add_(var * count / max(count - 1, 1), alpha=factor)
+            update_running_stats(bn, mean, var, count)
 
     def rate_forward(self, bn: nn.modules.batchnorm._BatchNorm, x: torch.Tensor,
                      name: str) -> torch.Tensor:
