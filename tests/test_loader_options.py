@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from sj_distill import cli, config
-from sj_distill.data_bench import measure
+from sj_distill.bench.data import measure
 from sj_distill.engine.trainer import loader_options
 
 
