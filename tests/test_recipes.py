@@ -8,8 +8,7 @@ import torch
 
 from sj_distill import config, teachers
 from sj_distill.cli import main
-from sj_distill.engine.student_stage import build_loss
-from sj_distill.engine.trainer import build_student, optimizer_and_scheduler
+from sj_distill.engine.build import build_loss, build_student, optimizer_and_scheduler
 from sj_distill.registry import DATASETS, LOSSES, OPTIMIZERS, SCHEDULERS
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -25,7 +25,7 @@ def measure(recipe_name: str, overrides: List[str], data_dir: Optional[str], bat
             warmup: int) -> dict:
     """``{"samples_per_s", "ms_per_batch", "batch_size", "workers"}`` of the training loader."""
     from ..config import load_recipe
-    from ..engine.trainer import build_data, make_loaders
+    from ..engine.build import build_data, make_loaders
 
     if batches < 1 or warmup < 0:
         raise ValueError(f"--batches must be >= 1 and --warmup >= 0, got {batches}, {warmup}")
