@@ -38,7 +38,7 @@ from typing import Callable, Optional
 import torch
 from torch import nn
 
-from .classify import UnsupportedModuleError, classify
+from .classify import UnsupportedModuleError, patch_plan
 from .passes import (MODEL_STATE, PATCHES, STATE, LayerState, ModelState,
                      current_phase, model_forward, model_step_mode, spike_pass, tap)
 
@@ -82,7 +82,7 @@ def enable(model: nn.Module, scale_grad_by_T: bool = True,
         getattr(model, MODEL_STATE).scale_grad_by_T = bool(scale_grad_by_T)
         getattr(model, MODEL_STATE).time_chunk = time_chunk
         return model
-    plan = classify(model)
+    plan = patch_plan(model)
     model_step_mode([m for _, m, kind in plan if kind == "neuron"])
     layers = []
     for path, module, kind in plan:

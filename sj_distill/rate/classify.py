@@ -1,6 +1,6 @@
 """Which modules of a model rate-based backprop patches, and which it refuses (and why).
 
-:func:`classify` walks a model once and names every module to patch with its kind
+:func:`patch_plan` walks a model once and names every module to patch with its kind
 (``"neuron"``, ``"batchnorm"``, ``"maxpool"``, ``"dropout"``, ``"seq_to_ann"``); any module whose
 forward the rate pass cannot reproduce raises :class:`UnsupportedModuleError` with the reason
 and the fix.
@@ -84,7 +84,7 @@ def _refuse_product_join(where: str, module: nn.Module) -> None:
             "with cnf='ADD', or train it with BPTT.")
 
 
-def classify(model: nn.Module) -> List[Tuple[str, nn.Module, str]]:
+def patch_plan(model: nn.Module) -> List[Tuple[str, nn.Module, str]]:
     """``(path, module, kind)`` of every module to patch; raises on anything unsupported."""
     _refuse_model(model)
     for name, module in model.named_modules():
