@@ -3,13 +3,14 @@ the same model on the same device (``sj-distill bench speed``).
 
 Both run in one process, side by side: per setting (model, precision, T) the two are timed
 alternately, ``--steps`` times each after ``--warmup`` untimed rounds, and the medians are
-compared. "plain" is the model's own training-mode forward (BatchNorm on batch statistics)
+compared (CPU seconds of the process on the CPU, wall seconds on CUDA). "plain" is the
+model's own training-mode forward (BatchNorm on batch statistics)
 under ``torch.no_grad()``; "spike pass" is :func:`sj_distill.rate.spike_pass_only` on a copy
 with the same weights after ``rate.enable`` (the neuron kernels plus firing rates,
 eligibilities and BatchNorm statistics). Issue 12's target: spike pass <= 1.2x plain.
 ``--eligibility reference`` times the step-by-step eligibility instead of the fused one,
-``both`` the two alternately with the plain forward.
-Results: ``spike_pass_<device>.json`` and ``.md`` in ``--out``.
+``both`` the two alternately with the plain forward; ``--spike-pass sweep`` times the sweep
+spike pass. Results: ``spike_pass_<device>.json`` and ``.md`` in ``--out``.
 """
 from __future__ import annotations
 
@@ -36,7 +37,9 @@ def measure(model_name: str, dtype: str, T: int, *, batch: int, img_size: int, s
             warmup: int, device: str, time_chunk: Optional[int], spike_pass: str = "layer",
             eligibilities: Sequence[str] = ("fused",)) -> Dict:
     """Median seconds of the plain forward and of the spike pass with each eligibility
-    (``fused`` and/or ``reference``), timed alternately in rounds."""
+    (``fused`` and/or ``reference``), timed alternately in rounds (on the CPU in CPU
+    seconds of this process, which other jobs on a shared machine inflate far less than
+    wall time)."""
     import torch
 
     from .. import models, rate, sj
@@ -52,7 +55,7 @@ def measure(model_name: str, dtype: str, T: int, *, batch: int, img_size: int, s
             plain(x)
         sj.reset(plain)
 
-    def spike_pass(fused: bool) -> Callable[[], None]:
+    def spike_pass_with(fused: bool) -> Callable[[], None]:
         def run_once() -> None:
             NeuronRecord.FUSED = fused
             try:
@@ -64,11 +67,11 @@ def measure(model_name: str, dtype: str, T: int, *, batch: int, img_size: int, s
         return run_once
 
     candidates = [("plain", plain_forward)] + [
-        (name, spike_pass(name == "fused")) for name in eligibilities]
+        (name, spike_pass_with(name == "fused")) for name in eligibilities]
     times: Dict[str, List[float]] = {name: [] for name, _ in candidates}
     for round_ in range(warmup + steps):
         for name, fn in candidates:
-            seconds = timed(fn, device)
+            seconds = timed(fn, device, cpu_seconds=device == "cpu")
             if round_ >= warmup:
                 times[name].append(seconds)
     result = dict(model=model_name, dtype=dtype, T=T, batch=batch, device=device,
@@ -85,7 +88,7 @@ def markdown_table(results: List[Dict]) -> str:
     """One row per setting: plain forward, spike pass (fused eligibility and/or the
     reference) and their ratios to the plain forward; the verdict is the fused one's."""
     shown = [name for name in ("fused", "reference") if any(f"{name}_s" in r for r in results)]
-    head = "| model | precision | T | plain no-grad forward (s) |"
+    head = "| model | precision | T | plain no-grad forward (s) |"  # CPU s on the CPU
     rule = "|---|---|---|---|"
     for name in shown:
         head += f" spike pass, {name} eligibility (s) | ratio |"
