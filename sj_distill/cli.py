@@ -155,6 +155,9 @@ def _cmd_bench_memory(args: argparse.Namespace) -> int:
 def _cmd_bench_train(args: argparse.Namespace) -> int:
     from .bench import train as train_bench
 
+    if args.render:
+        train_bench.render(args.render)
+        return 0
     train_bench.run(device=args.device, model=args.model, Ts=args.T, methods=args.methods,
                     dtype=args.dtype, batch=args.batch, img_size=args.img_size,
                     in_chans=args.in_chans, steps=args.steps, warmup=args.warmup,

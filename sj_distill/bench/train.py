@@ -185,6 +185,11 @@ def markdown_table(summary: List[Dict], cuda: bool) -> str:
         lines.append(f"| {LABELS[method]} | " + " | ".join(cells) + " |")
         for reason in sorted(reasons):
             notes.append(f"{LABELS[method]}: {reason}")
+    if any(r["method"] in ("sltt", "ottt") and "cpu_s" in r for r in summary):
+        notes.append("SLTT and OTTT train the model in single-step mode (their neurons are "
+                     "single-step only): each BatchNorm normalises every step with that "
+                     "step's own statistics, where BPTT, memopt and rate-BP use the "
+                     "statistics over all T*B samples.")
     table = "\n".join(lines)
     return table + ("\n\n" + "\n".join(f"- {n}" for n in notes) if notes else "")
 
@@ -302,31 +307,48 @@ def run(*, device: str = "cpu", model: Optional[str] = None, Ts: Optional[Sequen
             out(f"  round {round_ + 1}/{repeats} {method:10s} T={T:2d}: {shown}")
             results.append(result)
         rounds.append(results)
-    summary = summarise(rounds)
-    cuda = device == "cuda"
     env = environment(device)
     env.update({k: v for k, v in options.items() if not k.startswith("public")},
                repeats=repeats, image=f"{img_size}x{img_size}")
+    if public_code:
+        env["public_python"] = options["public_python"] or sys.executable
+    stem = os.path.join(out_dir, name or f"train_{device}")
+    return write(stem, rounds, env, plot_png=plot_png, out=out)
+
+
+def write(stem: str, rounds: List[List[Dict]], env: Dict, plot_png: bool = True,
+          out=print) -> List[Dict]:
+    """Summarise ``rounds``, print the table and the target lines, write ``stem``.json
+    (environment, summary, every round), .md and .png; returns the summary."""
+    summary = summarise(rounds)
+    cuda = env["device"] == "cuda"
     table, checks = markdown_table(summary, cuda), check_targets(summary, cuda)
     out("\n" + table + "\n")
     for line in checks:
         out(line)
-    stem = os.path.join(out_dir, name or f"train_{device}")
-    os.makedirs(out_dir, exist_ok=True)
+    os.makedirs(os.path.dirname(stem) or ".", exist_ok=True)
     written = write_results(stem, summary, env, table, checks,
-                            f"Training step of every method against T ({options['model']}, "
-                            f"batch {options['batch']}, {device})")
+                            f"Training step of every method against T ({env['model']}, "
+                            f"batch {env['batch']}, {env['device']})")
     with open(stem + ".json") as f:
         data = json.load(f)
     data["rounds"] = rounds
     with open(stem + ".json", "w") as f:
         json.dump(data, f, indent=1)
     if plot_png:
-        plot(summary, stem + ".png", f"{options['model']}, batch {options['batch']}, "
-             f"{img_size}x{img_size}, {dtype}, {device}", cuda)
+        plot(summary, stem + ".png", f"{env['model']}, batch {env['batch']}, {env['image']}, "
+             f"{env['dtype']}, {env['device']}", cuda)
         written.append(stem + ".png")
     out("written: " + ", ".join(written))
     return summary
+
+
+def render(path: str, out=print) -> List[Dict]:
+    """Rewrite the tables and plot of a result file ``path`` (``<stem>.json``) from its
+    rounds, with this version's tables and targets."""
+    with open(path) as f:
+        data = json.load(f)
+    return write(path[:-len(".json")], data["rounds"], data["environment"], out=out)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -362,6 +384,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default=DEFAULT_OUT, help=f"results folder ({DEFAULT_OUT})")
     parser.add_argument("--name", default=None, help="file stem (default train_<device>)")
     parser.add_argument("--no-plot", action="store_true", help="skip the PNG")
+    parser.add_argument("--render", default=None, metavar="JSON",
+                        help="measure nothing: rewrite the markdown and PNG of a result file")
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -377,6 +401,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         args.steps = args.steps or 1
         args.warmup = args.warmup or 0
         print(json.dumps(worker(args)))
+        return 0
+    if args.render:
+        render(args.render)
         return 0
     run(device=args.device, model=args.model, Ts=args.T, methods=args.methods,
         dtype=args.dtype, batch=args.batch, img_size=args.img_size, in_chans=args.in_chans,
