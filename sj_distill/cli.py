@@ -179,7 +179,8 @@ def _cmd_bench_speed(args: argparse.Namespace) -> int:
     spike_bench.run(device=args.device, models=args.models, Ts=args.T, dtypes=args.dtypes,
                     batch=args.batch, img_size=args.img_size, steps=args.steps,
                     warmup=args.warmup, threads=args.threads, time_chunk=args.time_chunk,
-                    eligibility=args.eligibility, out_dir=args.out, name=args.name)
+                    eligibility=args.eligibility, spike_pass=args.spike_pass,
+                    out_dir=args.out, name=args.name)
     return 0
 
 
