@@ -90,3 +90,19 @@ def test_targets_are_judged_on_the_measured_ratios():
         "met rate-BP, layer spike pass: peak memory growth T=2 -> 16 +9% (target <= +10%)",
         "met rate-BP, layer spike pass: step at T=8 0.50x SLTT's (target <= 0.6)",
         "missed rate-BP, layer spike pass: step at T=8 0.67x BPTT's (target <= 0.5)"]
+
+
+def test_cli_passes_the_spike_pass_and_method_options_on(monkeypatch):
+    from sj_distill import cli
+    from sj_distill.bench import spike
+    calls = {}
+    monkeypatch.setattr(spike, "run", lambda **kw: calls.setdefault("speed", kw))
+    monkeypatch.setattr(train, "run", lambda **kw: calls.setdefault("train", kw))
+    assert cli.main(["bench", "speed", "--spike-pass", "sweep", "--T", "8"]) == 0
+    assert cli.main(["bench", "train", "--methods", "rate", "rate_sweep", "--T", "2", "16",
+                     "--public-code", "/x", "--public-python", "/py", "--repeats", "3"]) == 0
+    assert calls["speed"]["spike_pass"] == "sweep" and calls["speed"]["Ts"] == [8]
+    assert {k: calls["train"][k] for k in ("methods", "Ts", "public_code", "public_python",
+                                           "repeats")} == \
+        dict(methods=["rate", "rate_sweep"], Ts=[2, 16], public_code="/x", public_python="/py",
+             repeats=3)
