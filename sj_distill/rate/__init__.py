@@ -23,7 +23,7 @@ Only ``[B, ...]``-sized records outlive a layer's spike-pass call, and only the 
 builds a graph at batch ``B``. The default spike pass runs the model layer after layer over
 all ``T`` steps, so its ``[T, B, ...]`` activations still grow with ``T``;
 ``enable(model, spike_pass="sweep")`` runs the whole network a few steps at a time instead
-(memory flat in ``T``, about twice the time). See ``docs/rate_bp.md``.
+(memory flat in ``T``, a 2-4x slower spike pass). See ``docs/rate_bp.md``.
 
 This module is the user API; the parts live in named modules:
 
@@ -88,7 +88,7 @@ def enable(model: nn.Module, scale_grad_by_T: bool = True,
     * ``"sweep"``: the whole network on ``time_chunk`` steps at a time (None: 1), in one
       sweep over the sequence per BatchNorm with batch statistics plus one, replaying stored
       spike outputs (:mod:`sj_distill.rate.sweep`): memory that does not grow with ``T``, for
-      about twice the layer pass's time (docs/rate_bp.md).
+      2-4x the layer pass's time (measured on the CPU, docs/rate_bp.md).
 
     Raises :class:`UnsupportedModuleError` naming the first module it cannot treat. Enabling
     an enabled model only updates ``scale_grad_by_T``, ``time_chunk`` and ``spike_pass``."""
