@@ -251,6 +251,7 @@ def plot(summary: List[Dict], path: str, title: str, cuda: bool) -> None:
                 yscale="log")
     for ax in (ax_mem, ax_time):
         ax.set_xscale("log")
+        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
         ax.set_xticks(Ts)
         ax.set_xticklabels([str(t) for t in Ts])
         ax.grid(alpha=0.3)
