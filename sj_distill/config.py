@@ -107,7 +107,8 @@ SCHEMA: Dict[str, Any] = {
 
 METHODS = ("bptt", "rate")
 #: what a value in ``sources`` may cite (optionally followed by ": detail")
-SOURCE_KINDS = ("paper", "public code", "our choice", "measured", "not recovered")
+SOURCE_KINDS = ("paper", "public code", "sibling code", "our choice", "measured",
+                "not recovered")
 AMP_MODES = ("none", "bf16", "fp16")
 
 
