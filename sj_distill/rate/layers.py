@@ -216,11 +216,12 @@ class BatchNormRecord:
 
 
 class MaxPoolRecord:
-    """Time-mean of one max-pool's spike-pass output.
+    """Time-mean of one max-pool's spike-pass output (the ``max_pool="spikes"`` rule).
 
     Max-pooling does not commute with the time-mean, so the rate pass returns the recorded
-    time-mean of the pooled spikes (the value is exact) with the gradient of max-pooling the
-    rate map (it goes to the most active input of each window)."""
+    time-mean of the pooled spikes (the SNN's own value) with the gradient of max-pooling the
+    rate map (it goes to the most active input of each window). The default ``"rate"`` rule
+    needs no record: the rate pass max-pools the rate map, value and gradient."""
 
     def __init__(self):
         self.total: Optional[torch.Tensor] = None
