@@ -92,7 +92,7 @@ def test_a_valid_recipe_passes_the_check(tmp_path):
 
 @pytest.mark.parametrize("rule", ["rate", "spikes", None])
 def test_train_max_pool_reaches_rate_enable(rule):
-    from sj_distill import config
+    from sj_distill import config, rate
     from sj_distill.engine.build import build_student, student_objective
     from sj_distill.rate.passes import MODEL_STATE
 
@@ -101,3 +101,4 @@ def test_train_max_pool_reaches_rate_enable(rule):
     student = build_student(recipe, 10, 1)
     student_objective(recipe, student, None)
     assert getattr(student, MODEL_STATE).max_pool == (rule or "rate")
+    assert config.MAX_POOL_RULES == rate.MAX_POOL_RULES
