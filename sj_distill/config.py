@@ -85,6 +85,7 @@ SCHEMA: Dict[str, Any] = {
         "max_pool": (str, "rate"),
         "amp": (str, "none"),
         "sync_bn": (bool, False),
+        "sync_bn_rate_pass": (str, "global"),
         "optimizer": {
             "name": (str, "sgd"),
             "lr": (NUMBER, 0.1),
@@ -166,6 +167,11 @@ def _check_choices(recipe: Dict, source: str) -> None:
         raise RecipeError(f"{source}: 'train.max_pool' must be 'rate' (max-pool the rate map, "
                           f"the rate-BP public code's rule) or 'spikes' (the time-mean of the "
                           f"pooled spikes), got {train['max_pool']!r}")
+    if train["sync_bn_rate_pass"] not in ("global", "local"):
+        raise RecipeError(f"{source}: 'train.sync_bn_rate_pass' must be 'global' (the global "
+                          f"batch in both rate-BP passes) or 'local' (each rank's own statistics "
+                          f"in the rate pass, as the public rate-BP code), got "
+                          f"{train['sync_bn_rate_pass']!r}")
     if train["amp"] not in AMP_MODES:
         raise RecipeError(f"{source}: 'train.amp' must be one of {AMP_MODES}, got {train['amp']!r}")
     if train["epochs"] < 0:

@@ -50,6 +50,9 @@ MISTAKES = [
      "train.scheduler: unknown scheduler 'no-such-schedule'; known: constant, cosine"),
     (TINY_BRD, "train.scheduler.warmup_epochs=-1",
      "train.scheduler: warmup_epochs must be >= 0, got -1"),
+    (TINY, "train.sync_bn_rate_pass=mean", "'train.sync_bn_rate_pass' must be 'global' (the "
+     "global batch in both rate-BP passes) or 'local' (each rank's own statistics in the rate "
+     "pass, as the public rate-BP code), got 'mean'"),
     (TINY, "train.max_pool=max", "'train.max_pool' must be 'rate' (max-pool the rate map, the "
      "rate-BP public code's rule) or 'spikes' (the time-mean of the pooled spikes), got 'max'"),
 ]
