@@ -217,11 +217,10 @@ class BatchNormRecord:
         shape = self._channel_shape(x)
         if self.uses_batch_stats(bn):
             _check_shape(f"BatchNorm '{name}'", self.mean.shape, x.shape[1:2])
-            spike_mean, spike_var = self.mean, self.var
-            if is_synchronised(bn) and self._local_rate_pass(bn):
-                spike_mean, spike_var = self.local_mean, self.local_var
-            if is_synchronised(bn) and not self._local_rate_pass(bn):
-                # the global rate batch's moments, one collective
+            local = is_synchronised(bn) and self._local_rate_pass(bn)
+            spike_mean, spike_var = (self.local_mean, self.local_var) if local else \
+                (self.mean, self.var)
+            if is_synchronised(bn) and not local:  # the global rate batch's moments, one collective
                 rate_mean, rate_mean_sq, _ = global_moments(x, bn.process_group)
                 rate_mean, rate_mean_sq = rate_mean.view(shape), rate_mean_sq.view(shape)
                 mean = _straight_through(spike_mean.view(shape), rate_mean)
