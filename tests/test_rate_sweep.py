@@ -95,23 +95,28 @@ SLOW_CASES = ("resnet19", "vggsnn", "sew_resnet34", "zoo_sew_resnet18", "zoo_spi
 def test_sweep_equals_layer_pass_float64(name, monkeypatch):
     """Rates, eligibilities (ParametricLIF's decay one too), BatchNorm statistics, max-pool
     means, running statistics, outputs and every gradient agree with the layer pass to 1e-12
-    (T=3: chunks of 2 steps, the last one short; the small net also one step at a time)."""
+    (T=3: chunks of 2 steps, the last one short; the small net also one step at a time and
+    with both max-pool rules)."""
     build, shape = CASES[name]
     torch.manual_seed(0)
     model = build().double()
     x = torch.rand(*shape, dtype=torch.float64) * 2
     y = torch.arange(shape[1]) % 5
-    torch.manual_seed(1)
-    want = _train_step(copy.deepcopy(model), x, y, monkeypatch, spike_pass="layer")
-    assert want[0].abs().sum() > 0 and any(k.endswith(".elig") for k in want[1])
-    assert any(r.max() > 0 for k, r in want[1].items() if k.endswith(".rate"))
-    for chunk in ((1, 2) if name == "small_net" else (2,)):
+    rules = ("rate", "spikes") if name == "small_net" else ("rate",)
+    for max_pool in rules:
         torch.manual_seed(1)
-        got = _train_step(copy.deepcopy(model), x, y, monkeypatch, spike_pass="sweep",
-                          time_chunk=chunk)
-        torch.testing.assert_close(got[0], want[0], rtol=1e-12, atol=1e-12)
-        for index, what in ((1, "record"), (2, "gradient"), (3, "buffer")):
-            _assert_same(got[index], want[index], f"{name} chunk {chunk} {what}")
+        want = _train_step(copy.deepcopy(model), x, y, monkeypatch, spike_pass="layer",
+                           max_pool=max_pool)
+        assert want[0].abs().sum() > 0 and any(k.endswith(".elig") for k in want[1])
+        assert any(r.max() > 0 for k, r in want[1].items() if k.endswith(".rate"))
+        assert (max_pool == "spikes") == any(k.endswith(".total") for k in want[1])
+        for chunk in ((1, 2) if name == "small_net" else (2,)):
+            torch.manual_seed(1)
+            got = _train_step(copy.deepcopy(model), x, y, monkeypatch, spike_pass="sweep",
+                              time_chunk=chunk, max_pool=max_pool)
+            torch.testing.assert_close(got[0], want[0], rtol=1e-12, atol=1e-12)
+            for index, what in ((1, "record"), (2, "gradient"), (3, "buffer")):
+                _assert_same(got[index], want[index], f"{name} chunk {chunk} {what}")
 
 
 def test_sweep_keeps_no_activation_longer_than_its_chunk():

@@ -86,7 +86,7 @@ def run_recipe(recipe: Dict, out_dir: str | Path, data_dir: Optional[str] = None
     if recipe["train"]["sync_bn"]:  # before rate.enable, which must see the synchronised BNs
         from .. import sync_bn
 
-        sync_bn.convert(student)
+        sync_bn.convert(student, rate_pass_stats=recipe["train"]["sync_bn_rate_pass"])
     trained, objective, checkpointed = student_objective(recipe, student, teacher)
     trained = trained.to(device)
     ddp_model = trained

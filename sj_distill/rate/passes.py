@@ -32,6 +32,7 @@ class _Pass:
     sweep: bool = False  # the spike pass runs the whole network on chunks of steps
     touched: set = field(default_factory=set)  # records a sweep added steps to
     grad_scale: float = 1.0  # gradient factor of every rate-pass tensor that leaves the model
+    max_pool: str = "rate"  # the rate pass's max-pool rule (see sj_distill.rate.enable)
 
 
 _CURRENT: ContextVar[Optional[_Pass]] = ContextVar("sj_distill_rate_pass", default=None)
@@ -91,6 +92,7 @@ class ModelState:
     scale_grad_by_T: bool
     layers: List[nn.Module]
     time_chunk: Optional[int] = None
+    max_pool: str = "rate"
     spike_pass: str = "layer"
 
 
@@ -145,7 +147,7 @@ def _batchnorm_forward(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
 def _maxpool_forward(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
     state: LayerState = getattr(self, STATE)
     current = _CURRENT.get()
-    if current is None:
+    if current is None or current.max_pool == "rate":  # the rate pass pools the rate map
         return state.original_forward(x)
     record = state.next_record(current.phase, current.step, MaxPoolRecord)
     if current.phase == "rate":
@@ -206,7 +208,8 @@ def model_forward(self: nn.Module, x: torch.Tensor, *args, **kwargs):
     x_mean = x.mean(0) if x.is_floating_point() else x.to(torch.get_default_dtype()).mean(0)
     grad_scale = 1.0 / T if state.scale_grad_by_T else 1.0
     try:
-        with _phase(_Pass("rate", T, multi_step, grad_scale=grad_scale)) as current, \
+        with _phase(_Pass("rate", T, multi_step, grad_scale=grad_scale,
+                                 max_pool=state.max_pool)) as current, \
                 _single_step_mode(self):
             _begin_step(state.layers, current, 0)
             out = _map_tensors(state.original_forward(x_mean, *args, **kwargs), tap)
@@ -228,7 +231,8 @@ def spike_pass(model: nn.Module, state: ModelState, x: torch.Tensor, *args, **kw
         if multi_step and state.spike_pass == "sweep":
             _sweep_spike_pass(model, state, x, *args, **kwargs)
             return multi_step
-        with _phase(_Pass("spike", T, multi_step, state.time_chunk, steps=T)) as current:
+        with _phase(_Pass("spike", T, multi_step, state.time_chunk, steps=T,
+                          max_pool=state.max_pool)) as current:
             if multi_step:
                 _begin_step(state.layers, current, 0)
                 state.original_forward(x, *args, **kwargs)
@@ -261,7 +265,8 @@ def _sweep_spike_pass(model: nn.Module, state: ModelState, x: torch.Tensor, *arg
                 _restore_memories(module, start)
             _set_rng_state(x, rng)
             frontier = False
-            with _phase(_Pass("spike", T, True, state.time_chunk, sweep=True)) as current:
+            with _phase(_Pass("spike", T, True, state.time_chunk, sweep=True,
+                              max_pool=state.max_pool)) as current:
                 for index, begin in enumerate(range(0, T, chunk)):
                     x_chunk = x[begin:begin + chunk]
                     current.steps = x_chunk.shape[0]
