@@ -53,7 +53,7 @@ class FiniteGuard:
         first = (self.bad_step < 0) & ~(finite & grad_finite)
         self.bad_step = torch.where(first, torch.full_like(self.bad_step, step), self.bad_step)
         self.bad_loss = torch.where(first, loss, self.bad_loss)
-        self.bad_grad = torch.where(first, ~grad_finite, self.bad_grad)
+        self.bad_grad = torch.where(first, finite & ~grad_finite, self.bad_grad)
 
     def check(self, stage: str, epoch: int, last_saved: str) -> None:
         """One synchronisation: raise :class:`NonFiniteError` (on every rank) when any rank
