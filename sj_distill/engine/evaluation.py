@@ -65,8 +65,9 @@ def evaluate_checkpoint(path: str | Path, data_dir: Optional[str] = None, out_di
         prof.batch = x.shape[0]
         return to_snn(x)
 
+    total = len(loader) if max_batches is None else min(len(loader), max_batches)
     metrics = evaluate(model, itertools.islice(loader, max_batches), profiled_input,
-                       torch.device("cpu"))
+                       torch.device("cpu"), total=total)
     for h in handles:
         h.remove()
     rates = prof.firing_rates()
