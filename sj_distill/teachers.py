@@ -86,6 +86,19 @@ def _unwrap_state_dict(obj) -> Dict[str, torch.Tensor]:
     return {k[len("module."):] if k.startswith("module.") else k: v for k, v in obj.items()}
 
 
+def read_state_dict(path: str) -> Dict[str, torch.Tensor]:
+    """The state dict in the local file ``path`` (see :func:`load_weights` for the layouts it
+    accepts), read with ``weights_only=True``: a file holding other pickled objects is refused
+    before any of it is unpickled (:class:`~sj_distill.engine.checkpoint.CheckpointError`), one
+    that holds no state dict is one ``ValueError``."""
+    from .engine.checkpoint import read
+
+    try:
+        return _unwrap_state_dict(read(path))
+    except ValueError as err:
+        raise ValueError(f"teacher weights file {path!r}: {err}") from None
+
+
 def load_weights(model: nn.Module, path: str, ignore_head: bool = False) -> nn.Module:
     """Load a local timm / torchvision state dict or an sj-distill checkpoint into ``model``.
 
@@ -99,12 +112,7 @@ def load_weights(model: nn.Module, path: str, ignore_head: bool = False) -> nn.M
     if not os.path.isfile(path):
         raise FileNotFoundError(f"teacher weights file {path!r} does not exist; nothing is "
                                 "downloaded, give the path of a local .pth/.pt state dict")
-    from .engine.checkpoint import read
-
-    try:
-        state = _unwrap_state_dict(read(path))  # weights_only: a payload is refused unrun
-    except ValueError as err:
-        raise ValueError(f"teacher weights file {path!r}: {err}") from None
+    state = read_state_dict(path)
     own = model.state_dict()
     head = getattr(model, "pretrained_cfg", {}).get("classifier") if ignore_head else None
     skip = (lambda k: head is not None and k.startswith(head + "."))

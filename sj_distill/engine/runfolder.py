@@ -81,10 +81,11 @@ def preflight(out_dir: Path, resume: bool, restart: bool) -> None:
     if out_dir.exists() and not out_dir.is_dir():
         raise RecipeError(f"--out {out_dir} is a file, not a folder: choose another --out")
     check_writable(out_dir, "--out")
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, rank 0 holds the lock
+        holder = RunLock(out_dir).holder()
+        if holder is not None:
+            raise RecipeError(RunLock.busy_message(out_dir, holder))
     check_resume_flags(out_dir, resume, restart)
-    holder = RunLock(out_dir).holder()
-    if holder is not None:
-        raise RecipeError(RunLock.busy_message(out_dir, holder))
 
 
 def check_writable(folder: Path, option: str) -> None:
