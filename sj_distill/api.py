@@ -50,6 +50,10 @@ def run_recipe(recipe: Union[str, Path, Mapping[str, Any]], out_dir: Union[None,
 
     out_dir = Path(out_dir) if out_dir is not None else Path("runs") / recipe["name"]
     runfolder.preflight(out_dir, resume, restart)
+    from .data.sources import check_root
+
+    data = recipe["data"]
+    check_root(data["name"], data_dir or data["root"], data["options"], data["download"])
     from .engine.trainer import run_recipe as run
 
     try:

@@ -113,10 +113,18 @@ def test_eval_out_read_only_is_one_line_before_torch(read_only_folder, tmp_path)
 
 # --- item 4: no half-written run folders ------------------------------------------------------
 
-def test_missing_data_leaves_no_folder(tmp_path, capsys):
+@pytest.mark.parametrize("recipe, options, message", [
+    ("cifar10dvs", [], "CIFAR10-DVS: no data folder given"),
+    ("ratebp-cifar10", ["--data-dir", "/nonexistent"], "CIFAR-10: folder /nonexistent does not "
+                                                       "exist"),
+    ("ratebp-imagenet", ["--data-dir", RECIPES], f"ImageNet: {RECIPES / 'train'} does not exist"),
+])
+def test_missing_data_is_one_line_before_torch_and_leaves_no_folder(recipe, options, message,
+                                                                    tmp_path):
     out = tmp_path / "run"
-    status, err = _cli(capsys, "recipe", "cifar10dvs", "--out", out)
-    assert status == 2 and len(err) == 1 and "CIFAR10-DVS: no data folder given" in err[0], err
+    status, imported, err = _probe("recipe", recipe, "--out", out, *options)
+    assert (status, imported) == (2, "-")
+    assert len(err) == 1 and err[0].startswith(f"sj-distill: error: {message}"), err
     assert not out.exists()
 
 
