@@ -504,7 +504,7 @@ def test_sigkill_at_random_points_then_resume_is_bit_identical(tmp_path):
     """Up to ten SIGKILLs, alternately at a random moment and while a checkpoint is being
     written; every restart uses --resume. The final weights, the metrics and the saved epochs equal an
     uninterrupted run's, and no temporary file or lock is left behind."""
-    args = [str(TINY), "train.epochs=6", "train.max_batches=6", "data.eval_batch_size=360"]
+    args = [str(TINY), "train.epochs=8", "train.max_batches=6", "data.eval_batch_size=360"]
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     began = time.time()
     ref = subprocess.run([sys.executable, "-m", "sj_distill", "recipe", *args, "--out",
@@ -519,7 +519,7 @@ def test_sigkill_at_random_points_then_resume_is_bit_identical(tmp_path):
                                  str(killed), *resume], env=ENV, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)
         during_save = len(kills) % 2 == 1
-        deadline = time.time() + (600 if during_save else rng.uniform(0.15, 0.6) * duration)
+        deadline = time.time() + (600 if during_save else rng.uniform(0.1, 0.4) * duration)
         while time.time() < deadline and proc.poll() is None:
             if during_save and list(killed.glob(".last.pt.*.tmp")):
                 break
@@ -544,5 +544,5 @@ def test_sigkill_at_random_points_then_resume_is_bit_identical(tmp_path):
     assert a["weight_digest_per_rank"] == b["weight_digest_per_rank"]
     assert (a["top1"], a["top5"], a["epochs"]) == (b["top1"], b["top5"], b["epochs"])
     assert _metrics_rows(straight) == _metrics_rows(killed)
-    assert [row["epoch"] for row in _metrics_rows(killed)] == ["1", "2", "3", "4", "5", "6"]
+    assert [row["epoch"] for row in _metrics_rows(killed)] == [str(e) for e in range(1, 9)]
     assert not list(killed.glob(".*.tmp")) and not (killed / runfolder.LOCK_NAME).exists()
