@@ -86,6 +86,7 @@ def _cmd_recipe(args: argparse.Namespace) -> int:
         overrides.append(f"train.epochs={args.epochs}")
     recipe = load(args.name, overrides)
     out_dir = Path(args.out) if args.out else Path("runs") / recipe["name"]
+    args.run_folder = out_dir
     signal.signal(signal.SIGTERM, _raise_interrupt)  # SIGTERM ends a run as Ctrl-C does
     try:
         summary = run_recipe(recipe, out_dir, data_dir=args.data_dir, resume=args.resume,
@@ -301,21 +302,28 @@ def main(argv: Optional[List[str]] = None) -> int:
         return args.func(args)
     except (KeyError, ValueError, FileNotFoundError, RuntimeError, TypeError) as err:
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
-        return _fail(f"sj-distill: error: {message}", 2)
+        return _fail(f"sj-distill: error: {message}", 2, getattr(args, "run_folder", None))
     except KeyboardInterrupt as err:
         message = str(err) if str(err) else "interrupted"
-        return _fail(f"sj-distill: {message}", INTERRUPTED)
+        return _fail(f"sj-distill: {message}", INTERRUPTED, getattr(args, "run_folder", None))
 
 
-def _fail(line: str, status: int) -> int:
-    """Print the one line that ends the command and, when a run folder's ``train.log`` is
-    open, append it there too; return ``status``."""
+def _fail(line: str, status: int, run_folder=None) -> int:
+    """Print the one line that ends the command and, when the run folder exists and has a
+    ``train.log``, append it there too (unless another live run holds the folder); return
+    ``status``."""
     print(line, file=sys.stderr)
     if "sj_distill.engine.runlog" in sys.modules:
         from .engine import runlog
 
-        runlog.record_error(line)
+        if runlog.record_error(line):
+            runlog.stop_logging()
+            return status
         runlog.stop_logging()
+    if run_folder is not None:
+        from .engine import runfolder
+
+        runfolder.append_to_log(run_folder, line)
     return status
 
 

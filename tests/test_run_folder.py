@@ -270,3 +270,13 @@ def test_a_recipe_without_an_expected_value_does_not_say_none(tmp_path, capsys):
     assert status == 0
     done = next(line for line in err if " done: " in line)
     assert "None" not in done and "no expected value in the recipe" in done
+
+
+def test_an_error_before_the_run_starts_is_appended_to_an_existing_train_log(tmp_path, capsys):
+    out = tmp_path / "run"
+    status, err = _cli(capsys, "recipe", TINY, *FAST, "train.epochs=1", "--out", out)
+    assert status == 0, err
+    status, err = _cli(capsys, "recipe", TINY, *FAST, "--out", out)  # no --resume: refused
+    assert status == 2 and "already holds a run" in err[-1]
+    last = (out / "train.log").read_text().splitlines()[-1]
+    assert last.endswith(err[-1]) and last != err[-1]  # with its time stamp

@@ -33,6 +33,10 @@ class CheckpointError(RuntimeError):
     """A checkpoint that is missing, corrupt, truncated, unsafe or of the wrong kind."""
 
 
+#: What the numpy RNG state of an old-format ``last.pt`` (before RNG states became tensors)
+#: pickles first: a file refused for one of these gets the advice to convert it.
+OLD_FORMAT_GLOBALS = ("numpy.core.multiarray._reconstruct", "numpy._core.multiarray._reconstruct")
+
 #: How temporary files of :func:`save_atomic` are named: ``.NAME.<random>.tmp``.
 TMP_SUFFIX = ".tmp"
 
@@ -106,7 +110,7 @@ def read(path: str | os.PathLike) -> Any:
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         unsafe = re.search(r"GLOBAL (\S+) was not an allowed global", str(err))
-        if unsafe and unsafe[1].startswith("numpy."):
+        if unsafe and unsafe[1] in OLD_FORMAT_GLOBALS:
             raise CheckpointError(
                 f"checkpoint {path} is in the old format (numpy objects, refused because "
                 "unpickling them could run code): if it comes from a source you trust, convert "

@@ -186,6 +186,20 @@ def _alive(pid) -> bool:
     return True
 
 
+def append_to_log(out_dir: Path, line: str) -> None:
+    """Append ``line`` (an error that stopped a run before it took the folder) to an existing
+    run folder's ``train.log``, so the folder tells what happened; nothing when the folder has
+    no log, another live run holds it, or it cannot be written."""
+    log_file = Path(out_dir) / "train.log"
+    if not log_file.is_file() or RunLock(out_dir).holder() is not None:
+        return
+    try:
+        with log_file.open("a") as handle:
+            handle.write(f"{time.strftime('%H:%M:%S')} {line}\n")
+    except OSError:
+        pass
+
+
 def corrupt_advice(path: Path) -> str:
     """What to do when the run checkpoint ``path`` cannot be loaded; the advice works as
     written (see ``tests/test_cli.py``)."""

@@ -48,9 +48,9 @@ def setup_logging(out_dir: Path) -> None:
         log.addHandler(handler)
 
 
-def record_error(message: str) -> None:
-    """Append the line ``message`` (an error that ends the run) to ``train.log``, when this
-    process writes one; the console shows it already."""
+def record_error(message: str) -> bool:
+    """Append the line ``message`` (an error that ends the run) to ``train.log`` when this
+    process has it open (the console shows the line already); returns whether it did."""
     for handler in log.handlers:
         if isinstance(handler, logging.FileHandler):
             try:
@@ -59,6 +59,8 @@ def record_error(message: str) -> None:
                 handler.flush()
             except CheckpointError:
                 pass  # the disk is full: the console line is all we can give
+            return True
+    return False
 
 
 def stop_logging() -> None:
