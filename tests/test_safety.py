@@ -492,25 +492,33 @@ def test_an_epoch_redone_after_resume_is_logged_once_in_tensorboard(tmp_path):
 
 # --- 6. evidence for docs/recipes.md: SIGKILL at random points, then an exact resume ----------
 
-def _metrics_rows(run_dir: Path) -> list:
+def _metrics_rows(run_dir: Path, keep_seconds: bool = False) -> list:
     import csv
 
     with (run_dir / "metrics.csv").open() as handle:
-        return [{k: v for k, v in row.items() if k != "seconds"} for row in csv.DictReader(handle)]
+        return [{k: v for k, v in row.items() if keep_seconds or k != "seconds"}
+                for row in csv.DictReader(handle)]
+
+
+def _inode(path: Path):
+    """The inode of ``path`` (each atomic save makes a new one), or None."""
+    try:
+        return path.stat().st_ino
+    except FileNotFoundError:
+        return None
 
 
 @pytest.mark.slow
 def test_sigkill_at_random_points_then_resume_is_bit_identical(tmp_path):
-    """Up to ten SIGKILLs, alternately at a random moment and while a checkpoint is being
-    written; every restart uses --resume. The final weights, the metrics and the saved epochs equal an
+    """Up to ten SIGKILLs, alternately at a random moment of the epoch after the attempt's
+    first save and while a checkpoint is being written; every restart uses --resume. The final weights, the metrics and the saved epochs equal an
     uninterrupted run's, and no temporary file or lock is left behind."""
     args = [str(TINY), "train.epochs=8", "train.max_batches=6", "data.eval_batch_size=360"]
     straight, killed = tmp_path / "straight", tmp_path / "killed"
-    began = time.time()
     ref = subprocess.run([sys.executable, "-m", "sj_distill", "recipe", *args, "--out",
                           str(straight)], env=ENV, capture_output=True, text=True, timeout=600)
     assert ref.returncode == 0, ref.stderr[-2000:]
-    duration = time.time() - began
+    epoch_seconds = sum(float(r["seconds"]) for r in _metrics_rows(straight, keep_seconds=True)) / 8
     rng = random.Random(20)
     kills = []
     while len(kills) < 10:
@@ -519,10 +527,15 @@ def test_sigkill_at_random_points_then_resume_is_bit_identical(tmp_path):
                                  str(killed), *resume], env=ENV, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)
         during_save = len(kills) % 2 == 1
-        deadline = time.time() + (600 if during_save else rng.uniform(0.1, 0.4) * duration)
-        while time.time() < deadline and proc.poll() is None:
+        first_inode = _inode(killed / "last.pt")
+        give_up, deadline = time.time() + 600, None
+        while time.time() < min(give_up, deadline or give_up) and proc.poll() is None:
             if during_save and list(killed.glob(".last.pt.*.tmp")):
                 break
+            if not during_save and deadline is None \
+                    and _inode(killed / "last.pt") not in (None, first_inode):
+                # this attempt saved an epoch: kill it at a random moment of the next one
+                deadline = time.time() + rng.uniform(0.0, 1.0) * epoch_seconds
             time.sleep(0.002)
         if proc.poll() is not None:
             assert proc.returncode == 0
@@ -533,8 +546,9 @@ def test_sigkill_at_random_points_then_resume_is_bit_identical(tmp_path):
             else 0
         kills.append(("save" if during_save else "random", saved))
     if not (killed / "summary.json").exists():
+        resume = ["--resume"] if runfolder.saved_checkpoints(killed) else []
         final = subprocess.run([sys.executable, "-m", "sj_distill", "recipe", *args, "--out",
-                                str(killed), "--resume"], env=ENV, capture_output=True,
+                                str(killed), *resume], env=ENV, capture_output=True,
                                text=True, timeout=600)
         assert final.returncode == 0, final.stderr[-2000:]
     print("kills (where, epochs saved):", kills)
