@@ -50,17 +50,17 @@ def run_recipe(recipe: Dict, out_dir: str | Path, data_dir: Optional[str] = None
 
     In this order, and before the run folder is created or written: the folder against
     ``resume`` / ``restart`` and another run's lock
-    (:func:`~sj_distill.engine.runfolder.preflight`), the data set (opened, so missing data
-    and a batch larger than the training set stop here), and the whole recipe built on a dry
-    run (:func:`~sj_distill.engine.validate.check_recipe`). Only then does rank 0 take the
+    (:func:`~sj_distill.engine.runfolder.preflight`), the whole recipe built on a dry run
+    (:func:`~sj_distill.engine.validate.check_recipe`), and the data set (opened, so damaged
+    data and a batch larger than the training set stop here). Only then does rank 0 take the
     folder's lock (creating the folder), which it holds until the run ends. Ctrl-C / SIGTERM
     during an epoch raise :class:`~sj_distill.engine.runfolder.RunInterrupted`; Ctrl-C before
     anything was saved in a folder this run created removes the folder."""
     out_dir = Path(out_dir)
     runfolder.preflight(out_dir, resume, restart)
+    check_recipe(recipe, out_dir)
     train_set, test_set = build_data(recipe, data_dir)
     check_batch_size(recipe, len(train_set))
-    check_recipe(recipe, out_dir)
     device = distributed.init()
     created = not out_dir.exists()
     lock = runfolder.RunLock(out_dir)
