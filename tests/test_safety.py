@@ -560,3 +560,59 @@ def test_sigkill_at_random_points_then_resume_is_bit_identical(tmp_path):
     assert _metrics_rows(straight) == _metrics_rows(killed)
     assert [row["epoch"] for row in _metrics_rows(killed)] == [str(e) for e in range(1, 9)]
     assert not list(killed.glob(".*.tmp")) and not (killed / runfolder.LOCK_NAME).exists()
+
+
+# --- 4b. a lower bound of the training memory against the device's ----------------------------
+
+class _Probe(nn.Module):
+    """``[T,B,1,S,S]`` -> conv(2 channels) -> BatchNorm -> global mean -> linear(3)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.bn, self.fc = nn.Conv2d(1, 2, 3, padding=1), nn.BatchNorm2d(2), \
+            nn.Linear(2, 3)
+
+    def forward(self, x):
+        T, B = x.shape[:2]
+        y = self.bn(self.conv(x.flatten(0, 1))).mean((2, 3))
+        return self.fc(y).view(T, B, 3)
+
+
+def test_kept_values_are_counted_by_hand():
+    from sj_distill.engine.memory import kept_values_per_sample_step
+
+    # conv 2x4x4 = 32, BatchNorm 32, linear 3
+    assert kept_values_per_sample_step(_Probe(), 1, 4) == (67, 32)
+    # above the probe size (224) the image is probed at 224 and scaled by the area (x4)
+    assert kept_values_per_sample_step(_Probe(), 1, 448) == ((4 * 224 ** 2 + 3) * 4,
+                                                             2 * 448 ** 2)
+
+
+@pytest.mark.parametrize("method, amp, expected", [
+    ("bptt", "none", 67 * 8 * 10 * 4),
+    ("bptt", "bf16", 67 * 8 * 10 * 2),
+    ("rate", "none", 2 * 32 * 8 * 10 * 4),       # the spike pass's whole-sequence tensors
+])
+def test_memory_lower_bound(method, amp, expected):
+    from sj_distill.engine.memory import lower_bound_bytes
+
+    recipe = {"data": {"batch_size": 16, "T": 10}, "train": {"method": method, "amp": amp}}
+    assert lower_bound_bytes((67, 32), recipe, world_size=2) == expected
+
+
+def test_a_run_that_cannot_fit_in_memory_is_one_line_before_the_folder(tmp_path, capsys,
+                                                                       monkeypatch):
+    from sj_distill.engine import memory
+
+    monkeypatch.setattr(memory, "available_bytes", lambda device: 2**30)
+    out = tmp_path / "run"
+    status, err = _cli(capsys, "recipe", TINY, "data.T=1000", "data.batch_size=1000",
+                       "--out", out)
+    assert status == 2 and len(err) == 1, err
+    assert re.fullmatch(
+        r"sj-distill: error: data\.T=1000, data\.batch_size=1000, data\.img_size=16: training "
+        r"\(bptt\) keeps at least (\d+\.\d) GiB per process \(\d+ values per sample and time "
+        r"step in conv/linear/BatchNorm outputs\), and cpu has 1\.0 GiB free: lower "
+        r"data\.batch_size or data\.T, or use train\.method=rate \(its graph does not grow "
+        r"with T\)", err[0]), err[0]
+    assert not out.exists()

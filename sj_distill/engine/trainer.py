@@ -26,6 +26,7 @@ from . import checkpoint, distributed, runfolder
 from .build import (build_data, build_student, input_adapter, make_loaders,
                     optimizer_and_scheduler, student_objective, teacher_view)
 from .loop import Stage, evaluate, fit, seed_everything
+from .memory import check_memory
 from .runlog import RunLog, setup_logging, stop_logging
 from .validate import check_recipe
 
@@ -51,8 +52,10 @@ def run_recipe(recipe: Dict, out_dir: str | Path, data_dir: Optional[str] = None
     In this order, and before the run folder is created or written: the folder against
     ``resume`` / ``restart`` and another run's lock
     (:func:`~sj_distill.engine.runfolder.preflight`), the whole recipe built on a dry run
-    (:func:`~sj_distill.engine.validate.check_recipe`), and the data set (opened, so damaged
-    data and a batch larger than the training set stop here). Only then does rank 0 take the
+    (:func:`~sj_distill.engine.validate.check_recipe`), the data set (opened, so damaged
+    data and a batch larger than the training set stop here) and a lower bound of the
+    training memory against the device's (:func:`~sj_distill.engine.memory.check_memory`).
+    Only then does rank 0 take the
     folder's lock (creating the folder), which it holds until the run ends. Ctrl-C / SIGTERM
     during an epoch raise :class:`~sj_distill.engine.runfolder.RunInterrupted`; Ctrl-C before
     anything was saved in a folder this run created removes the folder."""
@@ -62,6 +65,8 @@ def run_recipe(recipe: Dict, out_dir: str | Path, data_dir: Optional[str] = None
     train_set, test_set = build_data(recipe, data_dir)
     check_batch_size(recipe, len(train_set))
     device = distributed.init()
+    check_memory(recipe, build_student(recipe, train_set.num_classes, train_set.in_chans),
+                 train_set.in_chans, device, distributed.world_size())
     created = not out_dir.exists()
     lock = runfolder.RunLock(out_dir)
     if distributed.is_main():
