@@ -207,6 +207,22 @@ def test_epoch_line_reports_the_students_own_ce(tmp_path, capsys):
     assert float(row["train_ce"]) == pytest.approx(float(row["train_loss"]), rel=1e-6)
 
 
+def test_brd_epoch_line_gives_the_students_ce_beside_the_total(tmp_path, capsys):
+    status, err = _cli(capsys, "recipe", RECIPES / "tiny-brd.yaml", "--out", tmp_path / "r")
+    assert status == 0, err
+    import csv
+    import re
+
+    line = next(line for line in err if "student epoch 1:" in line)
+    total, ce = map(float, re.search(r"train loss (\S+) \(student CE (\S+)\)", line).groups())
+    row = next(r for r in csv.DictReader((tmp_path / "r" / "metrics.csv").open())
+               if r["stage"] == "student")
+    # BRD's total adds KD and hybrid terms to the student's CE
+    assert total > ce and ce == pytest.approx(float(row["train_ce"]), abs=1e-4)
+    assert float(row["train_loss_ce"]) == pytest.approx(float(row["train_ce"]), rel=1e-5)
+    assert "teacher epoch 1:" in "".join(err) and "(teacher CE " in "".join(err)
+
+
 def test_student_ce_differs_from_a_distillation_total():
     import torch
 

@@ -71,7 +71,9 @@ def stop_logging() -> None:
 
 
 class RunLog:
-    """Per-epoch metrics to CSV, TensorBoard and the text log."""
+    """Per-epoch metrics to CSV, TensorBoard and the text log. The text line gives the stage's
+    own cross-entropy beside its training loss (for BRD or KD the loss sums several terms and
+    is not comparable with the test loss, which is a cross-entropy)."""
 
     def __init__(self, out_dir: Path):
         self.out_dir = out_dir
@@ -105,10 +107,10 @@ class RunLog:
     def epoch(self, row: Dict) -> None:
         if not distributed.is_main():
             return
-        log.info("%s epoch %d: train loss %.4f (student CE %.4f) top1 %.2f | test loss %.4f "
+        log.info("%s epoch %d: train loss %.4f (%s CE %.4f) top1 %.2f | test loss %.4f "
                  "top1 %.2f top5 %.2f | lr %.4g | %.1fs", row["stage"], row["epoch"],
-                 row["train_loss"], row["train_ce"], row["train_top1"], row["test_loss"],
-                 row["test_top1"], row["test_top5"], row["lr"], row["seconds"])
+                 row["train_loss"], row["stage"], row["train_ce"], row["train_top1"],
+                 row["test_loss"], row["test_top1"], row["test_top5"], row["lr"], row["seconds"])
         try:
             self._write_csv(row)
             writer = self.writers.get(row["stage"])
