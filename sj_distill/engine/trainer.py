@@ -55,16 +55,16 @@ def run_recipe(recipe: Dict, out_dir: str | Path, data_dir: Optional[str] = None
     (:func:`~sj_distill.engine.validate.check_recipe`), the data set (opened, so damaged
     data and a batch larger than the training set stop here) and a lower bound of the
     training memory against the device's (:func:`~sj_distill.engine.memory.check_memory`).
-    Only then does rank 0 take the
-    folder's lock (creating the folder), which it holds until the run ends. Ctrl-C / SIGTERM
-    during an epoch raise :class:`~sj_distill.engine.runfolder.RunInterrupted`; Ctrl-C before
-    anything was saved in a folder this run created removes the folder."""
+    Only then does rank 0 take the folder's lock (creating the folder), which it holds until
+    the run ends. Ctrl-C / SIGTERM during an epoch raise
+    :class:`~sj_distill.engine.runfolder.RunInterrupted`; Ctrl-C before anything was saved in
+    a folder this run created removes the folder."""
     out_dir = Path(out_dir)
     runfolder.preflight(out_dir, resume, restart)
     check_recipe(recipe, out_dir)
+    device = distributed.init()
     train_set, test_set = build_data(recipe, data_dir)
     check_batch_size(recipe, len(train_set))
-    device = distributed.init()
     check_memory(recipe, build_student(recipe, train_set.num_classes, train_set.in_chans),
                  train_set.in_chans, device, distributed.world_size())
     created = not out_dir.exists()
