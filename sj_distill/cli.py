@@ -306,6 +306,21 @@ def main(argv: Optional[List[str]] = None) -> int:
     except KeyboardInterrupt as err:
         message = str(err) if str(err) else "interrupted"
         return _fail(f"sj-distill: {message}", INTERRUPTED, getattr(args, "run_folder", None))
+    except OSError as err:  # the file system refused a write the checks could not foresee
+        return _fail(f"sj-distill: error: {_os_error_line(err)}", 2,
+                     getattr(args, "run_folder", None))
+
+
+def _os_error_line(err: OSError) -> str:
+    """One line for a failed file operation: what failed, on which file, and what to do."""
+    import errno
+
+    if err.errno == errno.ENOSPC:
+        where = f" while writing {err.filename}" if err.filename else ""
+        return (f"no space left on the disk{where}: free space there, then rerun (with "
+                "--resume to continue from the last saved epoch)")
+    where = f": {err.filename}" if err.filename else ""
+    return f"{err.strerror or type(err).__name__}{where} (check the folder's permissions and space)"
 
 
 def _fail(line: str, status: int, run_folder=None) -> int:

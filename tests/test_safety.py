@@ -616,3 +616,18 @@ def test_a_run_that_cannot_fit_in_memory_is_one_line_before_the_folder(tmp_path,
         r"data\.batch_size or data\.T, or use train\.method=rate \(its graph does not grow "
         r"with T\)", err[0]), err[0]
     assert not out.exists()
+
+
+def test_any_other_failed_write_is_one_line(tmp_path, capsys, monkeypatch):
+    from pathlib import Path as RealPath
+
+    def refuse(self, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(self))
+
+    monkeypatch.setattr(RealPath, "write_text", refuse)  # recipe.yaml, summary.json, ...
+    out = tmp_path / "run"
+    status, err = _cli(capsys, "recipe", TINY, *FAST, "train.epochs=1", "--out", out)
+    assert status == 2 and len(_errors(err)) == 1, err
+    assert err[-1] == (f"sj-distill: error: no space left on the disk while writing "
+                       f"{out / 'recipe.yaml'}: free space there, then rerun (with --resume to "
+                       "continue from the last saved epoch)")
