@@ -39,12 +39,13 @@ def run_recipe(recipe: Union[str, Path, Mapping[str, Any]], out_dir: Union[None,
     ``runs/NAME``) and return its summary (``top1``, ``top5``, ``teacher_top1``, ...), as
     ``sj-distill recipe`` does.
 
-    The recipe and the run folder are checked before torch is imported (flags, a writable
-    folder, no other run holding its lock), then the whole recipe before anything is written:
-    a mistake raises :class:`sj_distill.config.RecipeError` naming the key or the folder. ``resume``
-    continues the run in ``out_dir``; ``restart`` deletes its checkpoints and starts over.
-    Ctrl-C raises :class:`sj_distill.engine.runfolder.RunInterrupted` (a ``KeyboardInterrupt``
-    whose text says what is saved)."""
+    The recipe, the run folder (flags, a writable folder, no other run holding its lock) and
+    the data folder are checked before torch is imported, then the whole recipe before
+    anything is written: a mistake raises :class:`sj_distill.config.RecipeError` naming the
+    key or the folder. ``resume`` continues the run in ``out_dir``; ``restart`` deletes its
+    checkpoints and starts over. Ctrl-C raises
+    :class:`sj_distill.engine.runfolder.RunInterrupted` (a ``KeyboardInterrupt`` whose text
+    says what is saved)."""
     recipe = load(recipe, overrides)
     from .engine import runfolder
 

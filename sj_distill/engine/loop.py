@@ -184,7 +184,8 @@ def _train_epoch(stage: Stage, train_loader, epoch: int, seed: int, device: torc
 
 @torch.no_grad()
 def evaluate(model: nn.Module, loader, to_input: Callable, device: torch.device,
-             amp: str = "none", desc: str = "eval", total: Optional[int] = None) -> Dict[str, float]:
+             amp: str = "none", desc: str = "eval",
+             total: Optional[int] = None) -> Dict[str, float]:
     """Top-1 / top-5 / cross-entropy of ``model`` (eval mode) over ``loader``; SNN outputs
     ``[T,B,K]`` are averaged over time. ``total``: the number of batches for the progress bar
     (default ``len(loader)``)."""
