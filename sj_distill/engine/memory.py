@@ -8,7 +8,8 @@ forward pass of a batch of one at one time step. BPTT keeps all of them for all 
 Rate-based backprop keeps them once, at batch ``B`` (its graph), but its spike pass runs the
 SpikingJelly multi-step layers on the whole sequence, so the largest layer's input and output
 exist for all ``T`` steps at once; the bound is the larger of the two. (Measured once on the
-``tiny`` recipe at T=1000, batch 1000: rate-BP took about 17 GB where this bound says 8 GB.) Weights, optimiser state,
+``tiny`` recipe at T=1000, batch 1000: this bound says 8 GB; the rate-BP run was killed by the
+out-of-memory killer at 17 GB.) Weights, optimiser state,
 the teacher, the spiking layers' own state and framework overhead come on top, so the real
 need is larger.
 """
