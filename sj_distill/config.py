@@ -57,6 +57,7 @@ SCHEMA: Dict[str, Any] = {
         "workers": (int, 0),
         "prefetch_factor": (int, 2),
         "pin_memory": (OPT_BOOL, None),
+        "reshuffle": (bool, True),
         "options": (dict, {}),
     },
     "teacher": {
@@ -82,8 +83,10 @@ SCHEMA: Dict[str, Any] = {
         "epochs": (int, 10),
         "max_batches": (OPT_INT, None),
         "scale_grad_by_T": (bool, True),
+        "max_pool": (str, "rate"),
         "amp": (str, "none"),
         "sync_bn": (bool, False),
+        "sync_bn_rate_pass": (str, "global"),
         "optimizer": {
             "name": (str, "sgd"),
             "lr": (NUMBER, 0.1),
@@ -107,8 +110,11 @@ SCHEMA: Dict[str, Any] = {
 }
 
 METHODS = ("bptt", "rate")
+#: ``train.max_pool``: the rate pass's max-pool rule (sj_distill.rate.enable's ``max_pool``)
+MAX_POOL_RULES = ("rate", "spikes")
 #: what a value in ``sources`` may cite (optionally followed by ": detail")
-SOURCE_KINDS = ("paper", "public code", "our choice", "measured", "not recovered")
+SOURCE_KINDS = ("paper", "public code", "sibling code", "our choice", "measured",
+                "not recovered")
 AMP_MODES = ("none", "bf16", "fp16")
 
 
@@ -183,6 +189,15 @@ def _check_choices(recipe: Dict, source: str) -> None:
     train = recipe["train"]
     if train["method"] not in METHODS:
         raise RecipeError(f"{source}: 'train.method' must be one of {METHODS}, got {train['method']!r}")
+    if train["max_pool"] not in MAX_POOL_RULES:
+        raise RecipeError(f"{source}: 'train.max_pool' must be 'rate' (max-pool the rate map, "
+                          f"the rate-BP public code's rule) or 'spikes' (the time-mean of the "
+                          f"pooled spikes), got {train['max_pool']!r}")
+    if train["sync_bn_rate_pass"] not in ("global", "local"):
+        raise RecipeError(f"{source}: 'train.sync_bn_rate_pass' must be 'global' (the global "
+                          f"batch in both rate-BP passes) or 'local' (each rank's own statistics "
+                          f"in the rate pass, as the public rate-BP code), got "
+                          f"{train['sync_bn_rate_pass']!r}")
     if train["amp"] not in AMP_MODES:
         raise RecipeError(f"{source}: 'train.amp' must be one of {AMP_MODES}, got {train['amp']!r}")
     if train["epochs"] < 0:

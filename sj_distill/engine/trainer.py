@@ -83,13 +83,13 @@ def run_recipe(recipe: Dict, out_dir: str | Path, data_dir: Optional[str] = None
 
 
 def check_batch_size(recipe: Dict, train_size: int) -> None:
-    """An epoch trains at least one step: ``data.batch_size`` fits the training set (per
-    process: ``drop_last`` drops a last, smaller batch)."""
-    batch, world = recipe["data"]["batch_size"], distributed.world_size()
-    if (train_size // world) // max(batch // world, 1) == 0:
+    """``data.batch_size`` is at most the training set: a larger one is a mistake (every epoch
+    would be one batch of the whole set, and the memory check would plan for the larger
+    batch)."""
+    batch = recipe["data"]["batch_size"]
+    if batch > train_size:
         raise RecipeError(f"data.batch_size {batch} is larger than the training set "
-                          f"({train_size} samples): an epoch would train 0 steps; use "
-                          f"data.batch_size <= {train_size}")
+                          f"({train_size} samples): use data.batch_size <= {train_size}")
 
 
 def _run(recipe: Dict, out_dir: Path, train_set, test_set, device: torch.device, resume: bool,
@@ -130,7 +130,7 @@ def _run(recipe: Dict, out_dir: Path, train_set, test_set, device: torch.device,
     if recipe["train"]["sync_bn"]:  # before rate.enable, which must see the synchronised BNs
         from .. import sync_bn
 
-        sync_bn.convert(student)
+        sync_bn.convert(student, rate_pass_stats=recipe["train"]["sync_bn_rate_pass"])
     trained, objective, checkpointed = student_objective(recipe, student, teacher)
     trained = trained.to(device)
     ddp_model = trained

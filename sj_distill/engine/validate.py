@@ -62,7 +62,7 @@ def check_recipe(recipe: Dict, out_dir: Optional[Path] = None) -> None:
         from .. import sync_bn
 
         with recipe_section("train.sync_bn"):
-            sync_bn.convert(student)
+            sync_bn.convert(student, rate_pass_stats=recipe["train"]["sync_bn_rate_pass"])
     trained, _, _ = student_objective(recipe, student, teacher)
     params = [p for p in trained.parameters() if p.requires_grad]
     optimizer_and_scheduler(recipe["train"], params, recipe["train"]["epochs"])
