@@ -19,19 +19,14 @@ from typing import List, Tuple
 import torch
 
 from .errors import DatasetError, require_root, where_to_put
+from .sources import CIFAR_DOWNLOAD as DOWNLOAD
+from .sources import CIFAR_TITLE as TITLE
 
 STATS = {
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)),
     "cifar100": ((0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761)),
 }
-DOWNLOAD = {
-    "cifar10": "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz (extract it there; or "
-               "set data.download: true)",
-    "cifar100": "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz (extract it there; "
-                "or set data.download: true)",
-}
 COUNTS = {"cifar10": (50000, 10000), "cifar100": (50000, 10000)}
-TITLE = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100"}
 
 
 class Cutout:

@@ -51,6 +51,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from .errors import DatasetError, require_root, where_to_put
+from .sources import DVS_DOWNLOAD, DVS_LAYOUT
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
            "truck")
@@ -62,8 +63,8 @@ CACHE_VERSION = 2
 #: What the cache stores per resize: the public path's 8-bit pixels (items are ``byte / 255`` in
 #: float32, as ``ToTensor`` computes them) or the resized counts in float32.
 CACHE_DTYPES = {"public_code": np.uint8, "bilinear": np.float32}
-SJ_DOWNLOAD = "https://figshare.com/articles/dataset/CIFAR10-DVS_New/4724671 (the ten <class>.zip)"
-TONIC_DOWNLOAD = "https://figshare.com/ndownloader/files/38023437 (CIFAR10DVS.zip, aedat4)"
+SJ_DOWNLOAD = DVS_DOWNLOAD["spikingjelly"]
+TONIC_DOWNLOAD = DVS_DOWNLOAD["tonic"]
 #: MD5 of the ten original archives (as listed in SpikingJelly's CIFAR10DVS.resource_url_md5)
 SJ_ZIP_MD5 = {
     "airplane": "0afd5c4bf9ae06af762a77b180354fdd",
@@ -366,9 +367,7 @@ def discover(root, framing: str = "spikingjelly", T: int = 10, split_by: str = "
     if split_by not in SPLIT_BYS:
         raise ValueError(f"data.options.split_by must be one of {SPLIT_BYS}, got {split_by!r}")
     download = SJ_DOWNLOAD if framing == "spikingjelly" else TONIC_DOWNLOAD
-    layout = "SpikingJelly's CIFAR10DVS folder (download/, extract/ or events_np/)" \
-        if framing == "spikingjelly" else "tonic's CIFAR10DVS/<class>/*.aedat4"
-    root = require_root(root, "CIFAR10-DVS", layout, download)
+    root = require_root(root, "CIFAR10-DVS", DVS_LAYOUT[framing], download)
     if framing == "tonic":
         try:
             import tonic  # noqa: F401
