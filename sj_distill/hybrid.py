@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import rate
+from . import rate, sj
 from .teachers import Teacher
 
 AdapterFactory = Callable[[int, int, int, int], nn.Module]
@@ -135,6 +135,7 @@ class BlockReplacement(nn.Module):
         if not isinstance(teacher, Teacher):
             raise TypeError("teacher must be a sj_distill.teachers.Teacher (create_teacher / "
                             f"split_model), got {type(teacher).__name__}")
+        sj.check_step_mode(student, "BlockReplacement")
         self.student, self.teacher = student, teacher
         stages = student_stages(student)
         by_name = {row["module"]: row for row in stages}
