@@ -229,3 +229,24 @@ def test_hybrids_get_the_students_1_over_T_in_a_users_loop_and_in_the_engine():
     for gs, gu, ge in zip(g_scaled, g_unscaled, g_engine):
         torch.testing.assert_close(gs, gu / T, rtol=1e-4, atol=atol)
         torch.testing.assert_close(ge, gs, rtol=1e-4, atol=atol)
+
+
+def test_documented_brd_call_gives_the_full_loss():
+    """docs/distill.md's own-loop call equals distill_step's total and holds the hybrid terms
+    (called as the docs once showed it, the loss was plain KD: 2.303 instead of 4.605)."""
+    torch.manual_seed(0)
+    model = small_pair()
+    loss_fn = BRDLoss()
+    x, y = torch.rand(2, 2, 3, 16, 16), torch.tensor([1, 7])
+    model.eval()  # same BatchNorm statistics for both calls
+    with torch.no_grad():
+        out = model(x)
+        loss = loss_fn(out["student"], out["teacher"], y, hybrid_logits=out["hybrids"])
+        sj.reset(model.student)
+        step = distill_step(model, None, (x, y), loss_fn)
+    parts = loss_fn.parts
+    assert set(parts) == {"ce", "kd", "hybrid_ce", "hybrid_kd", "total"}
+    assert loss.item() == pytest.approx(step["loss"].item(), rel=1e-6)
+    assert loss.item() == pytest.approx(
+        parts["ce"] + parts["kd"] + parts["hybrid_ce"] + parts["hybrid_kd"], rel=1e-6)
+    assert parts["hybrid_ce"] > 0.1 and parts["hybrid_kd"] > 0  # the hybrids are really in
