@@ -250,3 +250,33 @@ def test_documented_brd_call_gives_the_full_loss():
     assert loss.item() == pytest.approx(
         parts["ce"] + parts["kd"] + parts["hybrid_ce"] + parts["hybrid_kd"], rel=1e-6)
     assert parts["hybrid_ce"] > 0.1 and parts["hybrid_kd"] > 0  # the hybrids are really in
+
+
+def test_brd_without_feature_info_points_to_measure_feature_info():
+    student = create_model("cifar_resnet20", 10, width=8)
+    del student.feature_info
+    with pytest.raises(TypeError) as err:
+        BlockReplacement(student, teacher("resnet18", small=True))
+    assert str(err.value) == (
+        "SpikingResNet has no feature_info, so BRD cannot find its stages: set "
+        "student.feature_info = sj_distill.zoo.measure_feature_info(student, [stem, stage1, "
+        "stage2, ...], in_chans) with the names of the modules that end the stem and each stage "
+        "(a SpikingJelly zoo model: sj_distill.zoo.cifar_student does it)")
+
+
+def test_brd_refuses_a_single_step_student():
+    student = create_model("cifar_resnet20", 10, width=8)
+    sj.set_step_mode(student, "s")
+    with pytest.raises(ValueError, match=r"^BlockReplacement: the student is single-step; "):
+        BlockReplacement(student, teacher("resnet18", small=True))
+
+
+def test_help_of_block_replacement_is_its_own():
+    """help() showed nn.Module's boilerplate for __init__ and forward."""
+    import pydoc
+
+    text = pydoc.render_doc(BlockReplacement, renderer=pydoc.plaintext)
+    own = text[:text.index("Methods inherited from")]
+    assert "zoo.measure_feature_info(" in own and "hybrid_logits=out[\"hybrids\"]" in own
+    for boilerplate in ("Initialize internal Module state", "Should be overridden by all"):
+        assert boilerplate not in own
