@@ -8,7 +8,7 @@ from spikingjelly.activation_based.model import spiking_resnet
 from torch import nn
 
 from _cached_teachers import teacher
-from sj_distill import models, registry, sj, staa, zoo
+from sj_distill import models, rate, registry, sj, staa, zoo
 from sj_distill.hybrid import BlockReplacement
 
 # A threshold this low makes every layer spike, so a leak between samples changes the logits.
@@ -69,6 +69,14 @@ MESSAGE = (": SpikingResNet mixes step modes (multi-step: 'sn1', 'layer1.0.sn1' 
            "time and mix the samples; call spikingjelly.activation_based.functional."
            "set_step_mode(model, 'm') first (a SpikingJelly zoo model: sj_distill.zoo."
            "cifar_student(model, num_classes) does it)")
+
+
+def test_rate_enable_refuses_a_mixed_model():
+    net = _zoo_mixed()
+    with pytest.raises(sj.MixedStepModeError) as err:
+        rate.enable(net)
+    assert str(err.value) == "rate.enable" + MESSAGE
+    assert not rate.is_enabled(net)
 
 
 def test_staa_patch_refuses_a_mixed_model():

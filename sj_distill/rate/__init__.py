@@ -38,6 +38,7 @@ from typing import Callable, Optional
 import torch
 from torch import nn
 
+from .. import sj
 from .classify import UnsupportedModuleError, patch_plan
 from .passes import (MODEL_STATE, PATCHES, STATE, LayerState, ModelState,
                      current_phase, model_forward, model_step_mode, spike_pass, tap)
@@ -72,8 +73,9 @@ def enable(model: nn.Module, scale_grad_by_T: bool = True,
     temporaries shrink from ``[T, ...]`` to ``[time_chunk, ...]``; larger chunks mean fewer
     kernel calls). ``time_chunk=None`` (default): all ``T`` steps in one fused-kernel call
     on CUDA, one step per call on the CPU. Eval mode: the original SNN. Raises
-    :class:`UnsupportedModuleError` naming the first module it cannot treat. Enabling an enabled model only updates
-    ``scale_grad_by_T`` and ``time_chunk``."""
+    :class:`UnsupportedModuleError` naming the first module it cannot treat, and
+    :class:`sj_distill.sj.MixedStepModeError` for a model in mixed step modes. Enabling an
+    enabled model only updates ``scale_grad_by_T`` and ``time_chunk``."""
     if time_chunk is not None and (isinstance(time_chunk, bool)
                                    or not isinstance(time_chunk, int) or time_chunk < 1):
         raise ValueError(f"time_chunk must be a positive int (time steps per neuron call) or "
@@ -82,6 +84,7 @@ def enable(model: nn.Module, scale_grad_by_T: bool = True,
         getattr(model, MODEL_STATE).scale_grad_by_T = bool(scale_grad_by_T)
         getattr(model, MODEL_STATE).time_chunk = time_chunk
         return model
+    sj.check_step_mode(model, "rate.enable")
     plan = patch_plan(model)
     model_step_mode([m for _, m, kind in plan if kind == "neuron"])
     layers = []
