@@ -183,7 +183,10 @@ def make_neuron(
 def neuron_factory(**params) -> Callable[..., nn.Module]:
     """A zero-argument-callable building fresh neurons with ``params`` (see :func:`make_neuron`).
 
-    Extra keyword arguments at call time (as SpikingJelly's zoo passes) are ignored."""
+    Extra keyword arguments at call time (as SpikingJelly's zoo passes) are ignored. The
+    neurons are multi-step (``step_mode='m'``) unless ``params`` say otherwise: a zoo model
+    built with this factory mixes step modes until ``zoo.cifar_student`` (or
+    ``functional.set_step_mode(model, 'm')``) runs; see :func:`check_step_mode`."""
     make_neuron(**params)  # validate once, eagerly
 
     @functools.wraps(make_neuron)
