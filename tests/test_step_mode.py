@@ -91,12 +91,24 @@ def test_block_replacement_refuses_a_mixed_model():
     assert str(err.value) == "BlockReplacement" + MESSAGE
 
 
-def test_engine_refuses_a_registered_mixed_student():
-    """The engine builds every student through ``models.create_model``."""
+def test_engine_refuses_a_registered_mixed_student(monkeypatch, tmp_path):
+    """The engine builds every student through ``models.create_model``: the recipe is refused
+    before its run folder is written."""
+    from sj_distill import api
+    from sj_distill.config import RecipeError
+    from sj_distill.models import _registry
+
+    monkeypatch.setattr(_registry, "_MODELS", dict(_registry._MODELS))  # undone after the test
     registry.register_student("test_mixed_zoo", lambda num_classes, **_: _zoo_mixed())
     with pytest.raises(sj.MixedStepModeError) as err:
         models.create_model("test_mixed_zoo", num_classes=10)
     assert str(err.value) == "student 'test_mixed_zoo'" + MESSAGE
+    recipe = dict(name="mixed", data=dict(name="digits", img_size=16, T=2),
+                  student=dict(model="test_mixed_zoo"), train=dict(epochs=1))
+    with pytest.raises(RecipeError) as err:
+        api.run_recipe(recipe, tmp_path / "run")
+    assert str(err.value) == "student.neuron / student.options: student 'test_mixed_zoo'" + MESSAGE
+    assert not (tmp_path / "run").exists()
 
 
 def test_children_of_step_mode_containers_keep_their_own_mode():
