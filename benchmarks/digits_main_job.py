@@ -60,8 +60,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS),
-                        help="run only these (finished runs in --out are reused, so one "
-                             "process per variant can share --out)")
+                        help="run these, in order (finished runs in --out are reused, so one "
+                             "process per variant can share --out); extras by their NAME")
     parser.add_argument("--extra", nargs="*", default=[], metavar="NAME=OVERRIDES",
                         help="more variants, e.g. 'kd=train.loss.params={hybrid_ce_weight: 0}'")
     parser.add_argument("--out", type=Path, default=Path("runs/digits_main_job"))
@@ -71,8 +71,10 @@ def main() -> None:
     for item in args.extra:
         name, _, overrides = item.partition("=")
         variants[name] = [o for o in overrides.split(";") if o]
-    names = [v for v in args.variants if v in variants] + [e.partition("=")[0]
-                                                            for e in args.extra]
+    unknown = [v for v in args.variants if v not in variants]
+    if unknown:
+        parser.error(f"unknown variants {unknown}; known: {list(variants)}")
+    names = list(args.variants)
     rows = {v: {s: run(v, variants[v], s, args.out) for s in args.seeds} for v in names}
     print("| variant | top-1 % (mean +- half range) | per seed | CPU s per run (mean) |")
     print("|---|---|---|---|")
