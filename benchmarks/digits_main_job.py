@@ -85,7 +85,11 @@ def main() -> None:
               f"{sum(cpu) / len(cpu):.0f} |")
     if args.write:
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text(json.dumps(dict(variants={n: variants[n] for n in names},
+        from importlib.metadata import version
+
+        environment = {name: version(name) for name in ("torch", "spikingjelly", "timm")}
+        RESULTS.write_text(json.dumps(dict(environment=environment, threads=1,
+                                           variants={n: variants[n] for n in names},
                                            runs=rows), indent=1) + "\n")
 
 
