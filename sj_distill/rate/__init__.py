@@ -40,6 +40,7 @@ from typing import Callable, Optional
 import torch
 from torch import nn
 
+from .. import sj
 from .classify import UnsupportedModuleError, patch_plan
 from .passes import (MODEL_STATE, PATCHES, STATE, LayerState, ModelState,
                      current_phase, model_forward, model_step_mode, spike_pass, tap)
@@ -86,7 +87,8 @@ def enable(model: nn.Module, scale_grad_by_T: bool = True,
     gradient routing; at ``T = 1`` both equal BPTT. See docs/rate_bp.md.
 
     Eval mode: the original SNN. Raises :class:`UnsupportedModuleError` naming the first
-    module it cannot treat. Enabling an enabled model only updates ``scale_grad_by_T``,
+    module it cannot treat, and :class:`sj_distill.sj.MixedStepModeError` for a model in
+    mixed step modes. Enabling an enabled model only updates ``scale_grad_by_T``,
     ``time_chunk`` and ``max_pool``."""
     if time_chunk is not None and (isinstance(time_chunk, bool)
                                    or not isinstance(time_chunk, int) or time_chunk < 1):
@@ -101,6 +103,7 @@ def enable(model: nn.Module, scale_grad_by_T: bool = True,
         getattr(model, MODEL_STATE).time_chunk = time_chunk
         getattr(model, MODEL_STATE).max_pool = max_pool
         return model
+    sj.check_step_mode(model, "rate.enable")
     plan = patch_plan(model)
     model_step_mode([m for _, m, kind in plan if kind == "neuron"])
     layers = []
