@@ -108,7 +108,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
     import torch
 
-    from . import energy, models, sj
+    from . import energy, models, sj, zoo
 
     model = models.create_model(args.model, num_classes=args.num_classes)
     in_chans = model.conv1.in_channels if hasattr(model, "conv1") else model.layer1[0].in_channels
@@ -117,7 +117,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
     prof, handles = energy.attach(model, args.T)
     prof.batch = args.batch
     start = time.perf_counter()
-    with torch.no_grad():
+    with torch.no_grad(), zoo.input_size_checked(model, args.model, size, "--img-size "):
         logits = model(x)
     elapsed = time.perf_counter() - start
     for h in handles:

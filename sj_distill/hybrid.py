@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import rate
+from . import rate, sj
 from .teachers import Teacher
 
 AdapterFactory = Callable[[int, int, int, int], nn.Module]
@@ -86,9 +86,11 @@ def student_stages(student: nn.Module) -> List[Dict]:
     else every ``feature_info`` entry after the stem)."""
     info = getattr(student, "feature_info", None)
     if not info:
-        raise TypeError(f"{type(student).__name__} has no feature_info; give it a timm-style "
-                        "list of dict(module=..., num_chs=..., reduction=...) (stem first), "
-                        "e.g. with sj_distill.zoo.cifar_student")
+        raise TypeError(
+            f"{type(student).__name__} has no feature_info, so BRD cannot find its stages: set "
+            "student.feature_info = sj_distill.zoo.measure_feature_info(student, [stem, "
+            "stage1, stage2, ...], in_chans) with the names of the modules that end the stem "
+            "and each stage (a SpikingJelly zoo model: sj_distill.zoo.cifar_student does it)")
     by_name = {row["module"]: row for row in info}
     if hasattr(student, "stages"):
         return [by_name[name] for name, _ in student.stages()]
@@ -109,12 +111,14 @@ def _pair_by_reduction(row: Dict, teacher: Teacher) -> int:
 
 
 class BlockReplacement(nn.Module):
-    """A student SNN, a frozen :class:`Teacher` and one hybrid per replacement point.
+    """Hybrid block-wise replacement (BRD; Yang, Yu et al., CVPR 2025): a student SNN, a frozen
+    :class:`Teacher` and one hybrid per replacement point, each running the student up to the
+    point, an adapter, then the teacher's remaining stages and head.
 
     Args:
-        student: multi-step SNN ``[T,B,C,H,W] -> [T,B,K]`` with ``feature_info`` (e.g. a
-            ``sj_distill.models`` backbone or a zoo model after ``zoo.cifar_student``); may
-            have rate-based backprop enabled (``sj_distill.rate.enable``).
+        student: multi-step SNN ``[T,B,C,H,W] -> [T,B,K]`` (``step_mode='m'``) with a
+            timm-style ``feature_info`` naming its stem and stages (below); may have rate-based
+            backprop enabled (``sj_distill.rate.enable``).
         teacher: from :func:`sj_distill.teachers.create_teacher`.
         points: student stage names (default: every main stage but the last), each paired
             with the deepest teacher feature of the same reduction (equal channels preferred),
@@ -122,19 +126,38 @@ class BlockReplacement(nn.Module):
         adapter: ``factory(in_chs, out_chs, in_reduction, out_reduction) -> nn.Module``
             (default :class:`Adapter`).
 
+    ``student.feature_info``: a list of ``dict(module=name, num_chs=C, reduction=R)``, stem
+    first, then the module ending each stage. ``sj_distill.models`` backbones carry it; a zoo
+    model gets it from :func:`sj_distill.zoo.cifar_student`; for your own model, measure it::
+
+        student.feature_info = zoo.measure_feature_info(
+            student, ["stem", "stage1", "stage2", "stage3"], in_chans=3)   # your module names
+        model = BlockReplacement(student, create_teacher("resnet18", num_classes=10))
+        out = model(x)                                  # x: [T, B, C, H, W]
+        loss = BRDLoss()(out["student"], out["teacher"], y, hybrid_logits=out["hybrids"])
+
     ``forward(x, teacher_input=None)`` returns a dict: ``student`` (``[T,B,K]``, or ``[B,K]``
     from a rate pass), ``teacher`` ``[B,K]`` (on ``teacher_input``, default ``x.mean(0)``),
     ``hybrids`` ``{point: [B,K]}`` and ``feature_pairs`` ``{point: (adapted, teacher
-    feature)}``. ``pairs`` maps each point to its teacher module name.
+    feature)}``. ``pairs`` maps each point to its teacher module name. Walk-through:
+    ``docs/distill.md``.
     """
 
     def __init__(self, student: nn.Module, teacher: Teacher,
                  points: Union[None, Sequence[str], Mapping[str, str]] = None,
                  adapter: AdapterFactory = Adapter):
+        """Pair each point with a teacher feature, build its adapter and hook the student's
+        stage (see the class docstring for the arguments). Raises ``TypeError`` /
+        ``ValueError`` naming the fix for a student without ``feature_info``, in mixed or
+        single step modes, or unknown / unpairable points."""
         super().__init__()
         if not isinstance(teacher, Teacher):
             raise TypeError("teacher must be a sj_distill.teachers.Teacher (create_teacher / "
                             f"split_model), got {type(teacher).__name__}")
+        if sj.check_step_mode(student, "BlockReplacement") != "m":
+            raise ValueError("BlockReplacement: the student is single-step; BRD takes a "
+                             "multi-step SNN ([T, B, C, H, W] in): call spikingjelly."
+                             "activation_based.functional.set_step_mode(student, 'm') first")
         self.student, self.teacher = student, teacher
         stages = student_stages(student)
         by_name = {row["module"]: row for row in stages}
@@ -188,6 +211,13 @@ class BlockReplacement(nn.Module):
         return [p for p in self.parameters() if p.requires_grad]
 
     def forward(self, x: torch.Tensor, teacher_input: Optional[torch.Tensor] = None) -> Dict:
+        """Student, teacher and hybrids on ``x`` ``[T, B, C, H, W]``.
+
+        The teacher sees ``teacher_input`` (default ``x.mean(0)``, ``[B, C, H, W]``) without
+        gradients. Returns ``dict(student=[T,B,K] (or [B,K] from a rate pass),
+        teacher=[B,K], hybrids={point: [B,K]}, feature_pairs={point: (adapted, teacher
+        feature)})``; pass it to :class:`~sj_distill.losses.BRDLoss` as
+        ``loss(out["student"], out["teacher"], y, hybrid_logits=out["hybrids"])``."""
         if x.dim() != 5:
             raise ValueError(f"expected student input [T, B, C, H, W], got {tuple(x.shape)}")
         self._captured = {}

@@ -229,3 +229,54 @@ def test_hybrids_get_the_students_1_over_T_in_a_users_loop_and_in_the_engine():
     for gs, gu, ge in zip(g_scaled, g_unscaled, g_engine):
         torch.testing.assert_close(gs, gu / T, rtol=1e-4, atol=atol)
         torch.testing.assert_close(ge, gs, rtol=1e-4, atol=atol)
+
+
+def test_documented_brd_call_gives_the_full_loss():
+    """docs/distill.md's own-loop call equals distill_step's total and holds the hybrid terms
+    (called as the docs once showed it, the loss was plain KD: 2.303 instead of 4.605)."""
+    torch.manual_seed(0)
+    model = small_pair()
+    loss_fn = BRDLoss()
+    x, y = torch.rand(2, 2, 3, 16, 16), torch.tensor([1, 7])
+    model.eval()  # same BatchNorm statistics for both calls
+    with torch.no_grad():
+        out = model(x)
+        loss = loss_fn(out["student"], out["teacher"], y, hybrid_logits=out["hybrids"])
+        sj.reset(model.student)
+        step = distill_step(model, None, (x, y), loss_fn)
+    parts = loss_fn.parts
+    assert set(parts) == {"ce", "kd", "hybrid_ce", "hybrid_kd", "total"}
+    assert loss.item() == pytest.approx(step["loss"].item(), rel=1e-6)
+    assert loss.item() == pytest.approx(
+        parts["ce"] + parts["kd"] + parts["hybrid_ce"] + parts["hybrid_kd"], rel=1e-6)
+    assert parts["hybrid_ce"] > 0.1 and parts["hybrid_kd"] > 0  # the hybrids are really in
+
+
+def test_brd_without_feature_info_points_to_measure_feature_info():
+    student = create_model("cifar_resnet20", 10, width=8)
+    del student.feature_info
+    with pytest.raises(TypeError) as err:
+        BlockReplacement(student, teacher("resnet18", small=True))
+    assert str(err.value) == (
+        "SpikingResNet has no feature_info, so BRD cannot find its stages: set "
+        "student.feature_info = sj_distill.zoo.measure_feature_info(student, [stem, stage1, "
+        "stage2, ...], in_chans) with the names of the modules that end the stem and each stage "
+        "(a SpikingJelly zoo model: sj_distill.zoo.cifar_student does it)")
+
+
+def test_brd_refuses_a_single_step_student():
+    student = create_model("cifar_resnet20", 10, width=8)
+    sj.set_step_mode(student, "s")
+    with pytest.raises(ValueError, match=r"^BlockReplacement: the student is single-step; "):
+        BlockReplacement(student, teacher("resnet18", small=True))
+
+
+def test_help_of_block_replacement_is_its_own():
+    """help() showed nn.Module's boilerplate for __init__ and forward."""
+    import pydoc
+
+    text = pydoc.render_doc(BlockReplacement, renderer=pydoc.plaintext)
+    own = text[:text.index("Methods inherited from")]
+    assert "zoo.measure_feature_info(" in own and "hybrid_logits=out[\"hybrids\"]" in own
+    for boilerplate in ("Initialize internal Module state", "Should be overridden by all"):
+        assert boilerplate not in own

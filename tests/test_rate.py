@@ -251,7 +251,8 @@ def test_unknown_leaf_and_unsupported_neuron_are_named():
 def test_mixed_step_modes_are_refused_before_patching():
     net = nn.Sequential(layer.Linear(3, 3, step_mode="m"), _neuron(),
                         sj.make_neuron(step_mode="s"))
-    with pytest.raises(ValueError, match=r"one step mode, found \['m', 's'\]"):
+    with pytest.raises(ValueError, match=r"^rate\.enable: Sequential mixes step modes "
+                                         r"\(multi-step: '0', '1'; single-step: '2'\)"):
         rate.enable(net)
     assert not rate.is_enabled(net) and "forward" not in vars(net[1])
 

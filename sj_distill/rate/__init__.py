@@ -44,6 +44,7 @@ from typing import Callable, Optional
 import torch
 from torch import nn
 
+from .. import sj
 from .classify import UnsupportedModuleError, patch_plan
 from .passes import (MODEL_STATE, PATCHES, STATE, LayerState, ModelState,
                      current_phase, model_forward, model_step_mode, spike_pass, tap)
@@ -103,8 +104,9 @@ def enable(model: nn.Module, scale_grad_by_T: bool = True,
     (which is larger wherever the most active input changes over time), with the same
     gradient routing; at ``T = 1`` both equal BPTT. See docs/rate_bp.md.
 
-    Raises :class:`UnsupportedModuleError` naming the first module it cannot treat. Enabling
-    an enabled model only updates ``scale_grad_by_T``, ``time_chunk``, ``max_pool`` and
+    Raises :class:`UnsupportedModuleError` naming the first module it cannot treat, and
+    :class:`sj_distill.sj.MixedStepModeError` for a model in mixed step modes. Enabling an
+    enabled model only updates ``scale_grad_by_T``, ``time_chunk``, ``max_pool`` and
     ``spike_pass``."""
     if time_chunk is not None and (isinstance(time_chunk, bool)
                                    or not isinstance(time_chunk, int) or time_chunk < 1):
@@ -123,6 +125,7 @@ def enable(model: nn.Module, scale_grad_by_T: bool = True,
         getattr(model, MODEL_STATE).max_pool = max_pool
         getattr(model, MODEL_STATE).spike_pass = spike_pass
         return model
+    sj.check_step_mode(model, "rate.enable")
     plan = patch_plan(model)
     model_step_mode([m for _, m, kind in plan if kind == "neuron"])
     layers = []
