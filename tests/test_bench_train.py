@@ -7,7 +7,7 @@ import sys
 import pytest
 import torch
 
-from sj_distill import models, sj
+from sj_distill import models
 from sj_distill.bench import methods, train
 
 

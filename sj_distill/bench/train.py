@@ -166,7 +166,7 @@ def markdown_table(summary: List[Dict], cuda: bool) -> str:
     """One row per method: CPU s/step, wall s/step, peak memory and images/s at each T."""
     Ts = sorted({r["T"] for r in summary})
     memory = "CUDA peak MB" if cuda else "peak RSS delta MB"
-    head = [f"CPU s/step T={'/'.join(map(str, Ts))}", f"wall s/step",
+    head = [f"CPU s/step T={'/'.join(map(str, Ts))}", "wall s/step",
             f"{memory}", "images/s"]
     lines = ["| method | " + " | ".join(head) + " |", "|---|" + "---|" * len(head)]
     by = {(r["method"], r["T"]): r for r in summary}
