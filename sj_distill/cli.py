@@ -183,6 +183,21 @@ def _cmd_bench_memory(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench_train(args: argparse.Namespace) -> int:
+    from .bench import train as train_bench
+
+    if args.render:
+        train_bench.render(args.render)
+        return 0
+    train_bench.run(device=args.device, model=args.model, Ts=args.T, methods=args.methods,
+                    dtype=args.dtype, batch=args.batch, img_size=args.img_size,
+                    in_chans=args.in_chans, steps=args.steps, warmup=args.warmup,
+                    repeats=args.repeats, threads=args.threads, public_code=args.public_code,
+                    public_python=args.public_python, out_dir=args.out, name=args.name,
+                    plot_png=not args.no_plot)
+    return 0
+
+
 def _cmd_bench_data(args: argparse.Namespace) -> int:
     from .bench import data as data_bench
 
@@ -195,7 +210,8 @@ def _cmd_bench_speed(args: argparse.Namespace) -> int:
     spike_bench.run(device=args.device, models=args.models, Ts=args.T, dtypes=args.dtypes,
                     batch=args.batch, img_size=args.img_size, steps=args.steps,
                     warmup=args.warmup, threads=args.threads, time_chunk=args.time_chunk,
-                    eligibility=args.eligibility, out_dir=args.out, name=args.name)
+                    eligibility=args.eligibility, spike_pass=args.spike_pass,
+                    out_dir=args.out, name=args.name)
     return 0
 
 
@@ -271,6 +287,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_speed_arguments(p)
     p.set_defaults(func=_cmd_bench_speed)
+    p = bench.add_parser("train", help="the training step of BPTT, rate-BP, SLTT, OTTT and "
+                                       "memopt (and the public rate-BP code) on one model: "
+                                       "CPU/wall seconds and peak memory against T")
+    from .bench.train import add_arguments as add_train_arguments
+
+    add_train_arguments(p)
+    p.set_defaults(func=_cmd_bench_train)
     p = bench.add_parser("data", help="samples/s of a recipe's training loader, built as a run "
                                       "builds it (workers, pinned memory, prefetch)")
     from .bench.data import add_arguments as add_data_arguments

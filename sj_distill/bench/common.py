@@ -91,19 +91,21 @@ def autocast(device: str, dtype: str):
     return torch.autocast(device, dtype=torch.bfloat16, enabled=dtype == "bf16")
 
 
-def timed(fn, device: str) -> float:
-    """Seconds one call of ``fn`` takes (CUDA synchronised before and after)."""
+def timed(fn, device: str, cpu_seconds: bool = False) -> float:
+    """Seconds one call of ``fn`` takes (CUDA synchronised before and after): wall seconds,
+    or with ``cpu_seconds`` the CPU seconds of this process (``time.process_time``)."""
     import time
 
     import torch
 
+    clock = time.process_time if cpu_seconds else time.perf_counter
     if device == "cuda":
         torch.cuda.synchronize()
-    start = time.perf_counter()
+    start = clock()
     fn()
     if device == "cuda":
         torch.cuda.synchronize()
-    return time.perf_counter() - start
+    return clock() - start
 
 
 def write_results(stem: str, results: List[Dict], env: Dict, table: str, checks: List[str],

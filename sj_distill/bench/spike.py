@@ -3,13 +3,14 @@ the same model on the same device (``sj-distill bench speed``).
 
 Both run in one process, side by side: per setting (model, precision, T) the two are timed
 alternately, ``--steps`` times each after ``--warmup`` untimed rounds, and the medians are
-compared. "plain" is the model's own training-mode forward (BatchNorm on batch statistics)
+compared (CPU seconds of the process on the CPU, wall seconds on CUDA). "plain" is the
+model's own training-mode forward (BatchNorm on batch statistics)
 under ``torch.no_grad()``; "spike pass" is :func:`sj_distill.rate.spike_pass_only` on a copy
 with the same weights after ``rate.enable`` (the neuron kernels plus firing rates,
 eligibilities and BatchNorm statistics). Issue 12's target: spike pass <= 1.2x plain.
 ``--eligibility reference`` times the step-by-step eligibility instead of the fused one,
-``both`` the two alternately with the plain forward.
-Results: ``spike_pass_<device>.json`` and ``.md`` in ``--out``.
+``both`` the two alternately with the plain forward; ``--spike-pass sweep`` times the sweep
+spike pass. Results: ``spike_pass_<device>.json`` and ``.md`` in ``--out``.
 """
 from __future__ import annotations
 
@@ -33,10 +34,12 @@ DEVICE_DEFAULTS = {
 
 
 def measure(model_name: str, dtype: str, T: int, *, batch: int, img_size: int, steps: int,
-            warmup: int, device: str, time_chunk: Optional[int],
+            warmup: int, device: str, time_chunk: Optional[int], spike_pass: str = "layer",
             eligibilities: Sequence[str] = ("fused",)) -> Dict:
     """Median seconds of the plain forward and of the spike pass with each eligibility
-    (``fused`` and/or ``reference``), timed alternately in rounds."""
+    (``fused`` and/or ``reference``), timed alternately in rounds (on the CPU in CPU
+    seconds of this process, which other jobs on a shared machine inflate far less than
+    wall time)."""
     import torch
 
     from .. import models, rate, sj
@@ -44,7 +47,7 @@ def measure(model_name: str, dtype: str, T: int, *, batch: int, img_size: int, s
 
     torch.manual_seed(0)
     plain = models.create_model(model_name, num_classes=10).to(device).train()
-    enabled = rate.enable(copy.deepcopy(plain), time_chunk=time_chunk)
+    enabled = rate.enable(copy.deepcopy(plain), time_chunk=time_chunk, spike_pass=spike_pass)
     x = torch.rand(T, batch, 3, img_size, img_size, device=device)
 
     def plain_forward() -> None:
@@ -52,7 +55,7 @@ def measure(model_name: str, dtype: str, T: int, *, batch: int, img_size: int, s
             plain(x)
         sj.reset(plain)
 
-    def spike_pass(fused: bool) -> Callable[[], None]:
+    def spike_pass_with(fused: bool) -> Callable[[], None]:
         def run_once() -> None:
             NeuronRecord.FUSED = fused
             try:
@@ -64,15 +67,16 @@ def measure(model_name: str, dtype: str, T: int, *, batch: int, img_size: int, s
         return run_once
 
     candidates = [("plain", plain_forward)] + [
-        (name, spike_pass(name == "fused")) for name in eligibilities]
+        (name, spike_pass_with(name == "fused")) for name in eligibilities]
     times: Dict[str, List[float]] = {name: [] for name, _ in candidates}
     for round_ in range(warmup + steps):
         for name, fn in candidates:
-            seconds = timed(fn, device)
+            seconds = timed(fn, device, cpu_seconds=device == "cpu")
             if round_ >= warmup:
                 times[name].append(seconds)
     result = dict(model=model_name, dtype=dtype, T=T, batch=batch, device=device,
-                  time_chunk=time_chunk, plain_s=statistics.median(times["plain"]))
+                  time_chunk=time_chunk, spike_pass=spike_pass,
+                  plain_s=statistics.median(times["plain"]))
     for name in eligibilities:
         result[f"{name}_s"] = statistics.median(times[name])
         result[f"{name}_ratio"] = result[f"{name}_s"] / result["plain_s"]
@@ -84,7 +88,7 @@ def markdown_table(results: List[Dict]) -> str:
     """One row per setting: plain forward, spike pass (fused eligibility and/or the
     reference) and their ratios to the plain forward; the verdict is the fused one's."""
     shown = [name for name in ("fused", "reference") if any(f"{name}_s" in r for r in results)]
-    head = "| model | precision | T | plain no-grad forward (s) |"
+    head = "| model | precision | T | plain no-grad forward (s) |"  # CPU s on the CPU
     rule = "|---|---|---|---|"
     for name in shown:
         head += f" spike pass, {name} eligibility (s) | ratio |"
@@ -110,7 +114,8 @@ def run(*, device: str = "cpu", models: Optional[Sequence[str]] = None,
         Ts: Optional[Sequence[int]] = None, dtypes: Optional[Sequence[str]] = None,
         batch: Optional[int] = None, img_size: int = 32, steps: Optional[int] = None,
         warmup: Optional[int] = None, threads: int = 1, time_chunk: Optional[int] = None,
-        eligibility: str = "fused", out_dir: str = DEFAULT_OUT, name: Optional[str] = None,
+        eligibility: str = "fused", spike_pass: str = "layer", out_dir: str = DEFAULT_OUT,
+        name: Optional[str] = None,
         out=print) -> List[Dict]:
     """Measure every (model, precision, T), print and write the table
     (``<out_dir>/<name>.json`` and ``.md``; ``name``: ``spike_pass_<device>``)."""
@@ -131,7 +136,7 @@ def run(*, device: str = "cpu", models: Optional[Sequence[str]] = None,
                 try:
                     result = measure(model, dtype, T, batch=batch, img_size=img_size,
                                      steps=steps, warmup=warmup, device=device,
-                                     time_chunk=time_chunk,
+                                     time_chunk=time_chunk, spike_pass=spike_pass,
                                      eligibilities=ELIGIBILITIES[eligibility])
                     shown = ", ".join(f"{kind} spike pass {result[kind + '_s']:.3f} s "
                                       f"({result[kind + '_ratio']:.2f}x)"
@@ -144,7 +149,7 @@ def run(*, device: str = "cpu", models: Optional[Sequence[str]] = None,
     env = environment(device)
     env.update(batch=batch, image=f"{img_size}x{img_size}", timed_rounds=steps, warmup=warmup,
                time_chunk=time_chunk if time_chunk else "default (T on cuda, 1 on cpu)",
-               eligibility=eligibility)
+               eligibility=eligibility, spike_pass=spike_pass)
     table = markdown_table(results)
     out("\n" + table)
     stem = os.path.join(out_dir, name or f"spike_pass_{device}")
@@ -158,6 +163,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``sj-distill bench speed`` and ``python -m sj_distill.bench.spike``."""
     add_grid_arguments(parser, DEVICE_DEFAULTS, threads=1, name="spike_pass_<device>",
                        rounds="timed rounds, each one call of both")
+    parser.add_argument("--spike-pass", default="layer", choices=("layer", "sweep"),
+                        help="rate.enable's spike_pass (default layer)")
     parser.add_argument("--eligibility", default="fused", choices=sorted(ELIGIBILITIES),
                         help="fused (default), the step-by-step reference, or both "
                              "(timed alternately with the plain forward)")
@@ -169,7 +176,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parser.parse_args(argv)
     run(device=args.device, models=args.models, Ts=args.T, dtypes=args.dtypes, batch=args.batch,
         img_size=args.img_size, steps=args.steps, warmup=args.warmup, threads=args.threads,
-        time_chunk=args.time_chunk, eligibility=args.eligibility, out_dir=args.out,
+        time_chunk=args.time_chunk, eligibility=args.eligibility, spike_pass=args.spike_pass,
+        out_dir=args.out,
         name=args.name)
     return 0
 

@@ -22,12 +22,16 @@ them step by step; in eval mode the user drives them step by step as before. Cal
 ``functional.reset_net(model)`` after every batch, as usual.
 
 Only ``[B, ...]``-sized records outlive a layer's spike-pass call, and only the rate pass
-builds a graph, so training memory hardly grows with ``T``. See ``docs/rate_bp.md``.
+builds a graph at batch ``B``. The default spike pass runs the model layer after layer over
+all ``T`` steps, so its ``[T, B, ...]`` activations still grow with ``T``;
+``enable(model, spike_pass="sweep")`` runs the whole network a few steps at a time instead
+(memory flat in ``T``, a 2-4x slower spike pass). See ``docs/rate_bp.md``.
 
 This module is the user API; the parts live in named modules:
 
 * :mod:`.classify`: which modules are patched, which are refused and why;
 * :mod:`.passes`: the pass state, the patched forwards, the spike pass then the rate pass;
+* :mod:`.sweep`: the memory-flat spike pass's pieces (frontier, replay of stored spikes);
 * :mod:`.layers`: what a neuron, a BatchNorm, a max-pool and a dropout record and return;
 * :mod:`.eligibility`: charge equations and eligibility recurrences of SpikingJelly neurons;
 * :mod:`.surrogate_grad`: closed-form surrogate derivatives.
@@ -46,7 +50,7 @@ from .passes import (MODEL_STATE, PATCHES, STATE, LayerState, ModelState,
                      current_phase, model_forward, model_step_mode, spike_pass, tap)
 
 __all__ = ["enable", "disable", "is_enabled", "current_phase", "tap", "spike_pass_only",
-           "UnsupportedModuleError", "MAX_POOL_RULES"]
+           "UnsupportedModuleError", "SPIKE_PASSES", "MAX_POOL_RULES"]
 
 #: The rate pass's max-pool rules (``enable(max_pool=...)``).
 MAX_POOL_RULES = ("rate", "spikes")
@@ -61,23 +65,37 @@ def spike_pass_only(model: nn.Module, x: torch.Tensor, *args, **kwargs) -> None:
         raise RuntimeError("spike_pass_only needs a model switched on with rate.enable(model)")
     state: ModelState = getattr(model, MODEL_STATE)
     try:
-        spike_pass(state, x, *args, **kwargs)
+        spike_pass(model, state, x, *args, **kwargs)
     finally:
         for module in state.layers:
             getattr(module, STATE).records = []
 
 
+SPIKE_PASSES = ("layer", "sweep")
+
+
 def enable(model: nn.Module, scale_grad_by_T: bool = True,
-           time_chunk: Optional[int] = None, max_pool: str = "rate") -> nn.Module:
+           time_chunk: Optional[int] = None, max_pool: str = "rate",
+           spike_pass: str = "layer") -> nn.Module:
     """Switch rate-based backprop on for ``model``, in place; returns ``model``.
 
     Train mode: ``model(x)`` with ``x`` ``[T, B, ...]`` returns time-mean outputs ``[B, ...]``
     with rate-based gradients; ``scale_grad_by_T`` multiplies the gradient reaching the
-    output by ``1/T`` (as the paper's code does; the value is unchanged). In the spike pass
-    each multi-step neuron is called on ``time_chunk`` steps at a time (same spikes; its own
-    temporaries shrink from ``[T, ...]`` to ``[time_chunk, ...]``; larger chunks mean fewer
-    kernel calls). ``time_chunk=None`` (default): all ``T`` steps in one fused-kernel call
-    on CUDA, one step per call on the CPU.
+    output by ``1/T`` (as the paper's code does; the value is unchanged). Eval mode: the
+    original SNN.
+
+    ``spike_pass`` chooses how a multi-step model's spike pass runs (same records either
+    way, to rounding; single-step models always run step by step through the whole network):
+
+    * ``"layer"`` (default): the model's own forward over all ``T`` steps, layer after layer;
+      each multi-step neuron is called on ``time_chunk`` steps at a time (same spikes; its
+      own temporaries shrink to ``[time_chunk, ...]``). ``time_chunk=None``: all ``T`` steps
+      in one fused-kernel call on CUDA, one step per call on the CPU. The layers' ``[T, ...]``
+      activations make the pass's memory grow with ``T``.
+    * ``"sweep"``: the whole network on ``time_chunk`` steps at a time (None: 1), in one
+      sweep over the sequence per BatchNorm with batch statistics plus one, replaying stored
+      spike outputs (:mod:`sj_distill.rate.sweep`): memory that does not grow with ``T``, for
+      2-4x the layer pass's time (measured on the CPU, docs/rate_bp.md).
 
     ``max_pool``: what a max-pool does in the rate pass. ``"rate"`` (default; the public
     code's rule) max-pools the rate map it receives: the value is each window's largest rate,
@@ -86,22 +104,26 @@ def enable(model: nn.Module, scale_grad_by_T: bool = True,
     (which is larger wherever the most active input changes over time), with the same
     gradient routing; at ``T = 1`` both equal BPTT. See docs/rate_bp.md.
 
-    Eval mode: the original SNN. Raises :class:`UnsupportedModuleError` naming the first
-    module it cannot treat, and :class:`sj_distill.sj.MixedStepModeError` for a model in
-    mixed step modes. Enabling an enabled model only updates ``scale_grad_by_T``,
-    ``time_chunk`` and ``max_pool``."""
+    Raises :class:`UnsupportedModuleError` naming the first module it cannot treat, and
+    :class:`sj_distill.sj.MixedStepModeError` for a model in mixed step modes. Enabling an
+    enabled model only updates ``scale_grad_by_T``, ``time_chunk``, ``max_pool`` and
+    ``spike_pass``."""
     if time_chunk is not None and (isinstance(time_chunk, bool)
                                    or not isinstance(time_chunk, int) or time_chunk < 1):
-        raise ValueError(f"time_chunk must be a positive int (time steps per neuron call) or "
-                         f"None (T on CUDA, 1 on the CPU), got {time_chunk!r}")
+        raise ValueError(f"time_chunk must be a positive int (time steps per call) or None "
+                         f"(layer pass: T on CUDA, 1 on the CPU; sweep: 1), got {time_chunk!r}")
     if max_pool not in MAX_POOL_RULES:
         raise ValueError(f"max_pool must be 'rate' (max-pool the rate map, the public code's "
                          f"rule) or 'spikes' (the time-mean of the pooled spikes), got "
                          f"{max_pool!r}")
+    if spike_pass not in SPIKE_PASSES:
+        raise ValueError(f"spike_pass must be 'layer' (layer after layer over all T steps) or "
+                         f"'sweep' (memory flat in T), got {spike_pass!r}")
     if is_enabled(model):
         getattr(model, MODEL_STATE).scale_grad_by_T = bool(scale_grad_by_T)
         getattr(model, MODEL_STATE).time_chunk = time_chunk
         getattr(model, MODEL_STATE).max_pool = max_pool
+        getattr(model, MODEL_STATE).spike_pass = spike_pass
         return model
     sj.check_step_mode(model, "rate.enable")
     plan = patch_plan(model)
@@ -115,7 +137,7 @@ def enable(model: nn.Module, scale_grad_by_T: bool = True,
         module.forward = types.MethodType(PATCHES[kind], module)
         layers.append(module)
     state = ModelState(model.forward, "forward" in model.__dict__, bool(scale_grad_by_T), layers,
-                       time_chunk, max_pool)
+                       time_chunk, max_pool, spike_pass)
     setattr(model, MODEL_STATE, state)
     model.forward = types.MethodType(model_forward, model)
     return model

@@ -59,6 +59,8 @@ class NeuronRecord:
 
     #: Default of ``fused`` for records built by :func:`sj_distill.rate.enable`'s patches.
     FUSED: bool = True
+    #: True once a sweep spike pass added all ``T`` steps (see :mod:`.sweep`).
+    sealed: bool = False
 
     def __init__(self, module: nn.Module, fused: Optional[bool] = None):
         fused = self.FUSED if fused is None else fused
@@ -148,6 +150,7 @@ class BatchNormRecord:
         self.local_chunks: List[Tuple[torch.Tensor, torch.Tensor, int]] = []
         self.mean: Optional[torch.Tensor] = None
         self.var: Optional[torch.Tensor] = None
+        self.count = 0
         self.local_mean: Optional[torch.Tensor] = None
         self.local_var: Optional[torch.Tensor] = None
 
@@ -190,6 +193,31 @@ class BatchNormRecord:
         self.chunks.append((mean, var.mul_((count - 1) / count), count))
         return y
 
+    @property
+    def settled(self) -> bool:
+        """True once the statistics over all ``T`` steps are known (:meth:`settle`)."""
+        return self.mean is not None
+
+    def accumulate(self, bn: nn.modules.batchnorm._BatchNorm, x: torch.Tensor) -> None:
+        """Add the statistics of ``x`` (``[N,C,...]``, some of the steps) without normalising
+        it: the sweep spike pass learns a BatchNorm's statistics one chunk of steps at a
+        time before any step is normalised."""
+        stats_dtype = torch.promote_types(x.dtype, torch.float32)
+        count = x.numel() // x.shape[1]
+        if is_synchronised(bn):
+            self.chunks.append(global_mean_var(x, bn.process_group))
+            if self._local_rate_pass(bn):
+                local_var, local_mean = torch.var_mean(x, self._reduce_dims(x), unbiased=False)
+                self.local_chunks.append((local_mean, local_var, count))
+            return
+        var, mean = torch.var_mean(x.to(stats_dtype), self._reduce_dims(x), unbiased=False)
+        self.chunks.append((mean, var, count))
+
+    def settled_forward(self, bn: nn.modules.batchnorm._BatchNorm,
+                        x: torch.Tensor) -> torch.Tensor:
+        """``x`` (``[N,C,...]``) normalised with the settled statistics of all ``T`` steps."""
+        return normalise(bn, x, self.mean, self.var).to(x.dtype)
+
     @staticmethod
     def _pool(chunks: List[Tuple[torch.Tensor, torch.Tensor, int]]):
         """``(mean, biased variance, count)`` of the union of the chunks."""
@@ -198,16 +226,21 @@ class BatchNormRecord:
         var = sum((v + (m - mean) ** 2) * n for m, v, n in chunks) / count
         return mean, var, count
 
-    def finish(self, bn: nn.modules.batchnorm._BatchNorm) -> None:
-        """Pool the chunks' statistics and update the running statistics once."""
-        if not self.chunks:
-            return
-        self.mean, self.var, count = self._pool(self.chunks)
+    def settle(self) -> None:
+        """Pool the chunks' statistics into ``mean``, ``var`` (biased) and ``count`` (and this
+        rank's own into ``local_mean``, ``local_var``)."""
+        self.mean, self.var, self.count = self._pool(self.chunks)
         if self.local_chunks:
             self.local_mean, self.local_var, _ = self._pool(self.local_chunks)
         self.chunks, self.local_chunks = [], []
-        if bn.training and bn.track_running_stats:
-            update_running_stats(bn, self.mean, self.var, count)
+
+    def finish(self, bn: nn.modules.batchnorm._BatchNorm) -> None:
+        """Pool the chunks' statistics (unless settled already) and update the running
+        statistics once."""
+        if self.chunks:
+            self.settle()
+        if self.settled and bn.training and bn.track_running_stats:
+            update_running_stats(bn, self.mean, self.var, self.count)
 
     def rate_forward(self, bn: nn.modules.batchnorm._BatchNorm, x: torch.Tensor,
                      name: str) -> torch.Tensor:
@@ -246,6 +279,8 @@ class MaxPoolRecord:
     rate map (it goes to the most active input of each window). The default ``"rate"`` rule
     needs no record: the rate pass max-pools the rate map, value and gradient."""
 
+    sealed: bool = False  # all T steps added (sweep spike pass)
+
     def __init__(self):
         self.total: Optional[torch.Tensor] = None
         self.steps = 0
@@ -267,6 +302,8 @@ class DropoutRecord:
     pass keeps its masks (so it is the plain SNN); the rate pass returns the recorded time-mean
     of the dropped-out input (the value is exact) with the gradient of multiplying the rate
     input by the time-mean of the masks (exact at ``T = 1``)."""
+
+    sealed: bool = False  # all T steps added (sweep spike pass)
 
     def __init__(self):
         self.output: Optional[torch.Tensor] = None

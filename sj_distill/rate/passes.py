@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from .layers import BatchNormRecord, DropoutRecord, MaxPoolRecord, NeuronRecord
+from .sweep import FrontierReached, Replayer
 
 STATE = "_sj_rate"  # attribute holding the per-module state on patched modules
 MODEL_STATE = "_sj_rate_model"  # attribute holding the model-level state
@@ -27,6 +28,9 @@ class _Pass:
     multi_step: bool
     time_chunk: Optional[int] = None
     step: int = 0
+    steps: int = 0  # time steps in the current call of the model's forward (spike pass)
+    sweep: bool = False  # the spike pass runs the whole network on chunks of steps
+    touched: set = field(default_factory=set)  # records a sweep added steps to
     grad_scale: float = 1.0  # gradient factor of every rate-pass tensor that leaves the model
     max_pool: str = "rate"  # the rate pass's max-pool rule (see sj_distill.rate.enable)
 
@@ -71,7 +75,7 @@ class LayerState:
 
     def next_record(self, phase: str, step: int, make: Callable):
         index, self.uses = self.uses, self.uses + 1
-        if phase == "spike" and step == 0:
+        if phase == "spike" and step == 0 and index == len(self.records):
             self.records.append(make())
         if index >= len(self.records):
             raise RuntimeError(
@@ -89,6 +93,7 @@ class ModelState:
     layers: List[nn.Module]
     time_chunk: Optional[int] = None
     max_pool: str = "rate"
+    spike_pass: str = "layer"
 
 
 class _ScaleGrad(torch.autograd.Function):
@@ -113,6 +118,10 @@ def _neuron_forward(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
         return state.original_forward(x)
     record = state.next_record(current.phase, current.step, lambda: NeuronRecord(self))
     if current.phase == "spike":
+        if current.sweep:
+            if record.sealed:  # its steps were added in an earlier sweep
+                return state.original_forward(x)
+            current.touched.add(record)
         return record.spike_forward(self, state.original_forward, x, self.step_mode == "m",
                                     current.time_chunk)
     return record.rate_forward(self, x, state.name)
@@ -126,9 +135,13 @@ def _batchnorm_forward(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
     record = state.next_record(current.phase, current.step, BatchNormRecord)
     if current.phase == "rate":
         return record.rate_forward(self, x, state.name)
-    if getattr(self, "step_mode", "s") == "m":  # SpikingJelly BN on [T,B,C,...]
-        return record.spike_forward(self, x.flatten(0, 1)).view(x.shape)
-    return record.spike_forward(self, x)
+    folded = x.flatten(0, 1) if getattr(self, "step_mode", "s") == "m" else x  # [T*B,C,...]
+    if current.sweep and record.uses_batch_stats(self):
+        if not record.settled:  # the sweep's frontier: learn its statistics, stop the sweep
+            record.accumulate(self, folded)
+            raise FrontierReached
+        return record.settled_forward(self, folded).view(x.shape)
+    return record.spike_forward(self, folded).view(x.shape)
 
 
 def _maxpool_forward(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -140,10 +153,14 @@ def _maxpool_forward(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
     if current.phase == "rate":
         return record.rate_forward(state.original_forward, x, state.name)
     pooled = state.original_forward(x)
+    if current.sweep:
+        if record.sealed:
+            return pooled
+        current.touched.add(record)
     if getattr(self, "step_mode", "s") == "m":  # [T,B,...]
         record.add(pooled.sum(0), pooled.shape[0])
     elif current.multi_step:  # inside a SeqToANNContainer: [T*B,...]
-        record.add(pooled.view(current.T, -1, *pooled.shape[1:]).sum(0), current.T)
+        record.add(pooled.view(current.steps, -1, *pooled.shape[1:]).sum(0), current.steps)
     else:  # single-step model: one step [B,...]
         record.add(pooled, 1)
     return pooled
@@ -158,7 +175,11 @@ def _dropout_forward(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
     if current.phase == "rate":
         return record.rate_forward(x, state.name)
     mask = state.original_forward(torch.ones_like(x))  # the module's own mask, scaled by 1/(1-p)
-    steps = current.T if current.multi_step else 1  # multi-step: [T,B,...] or [T*B,...]
+    if current.sweep:
+        if record.sealed:
+            return x * mask
+        current.touched.add(record)
+    steps = current.steps if current.multi_step else 1  # multi-step: [T,B,...] or [T*B,...]
     record.add(x, mask, steps)
     return x * mask
 
@@ -182,7 +203,7 @@ def model_forward(self: nn.Module, x: torch.Tensor, *args, **kwargs):
         return state.original_forward(x, *args, **kwargs)
     if _CURRENT.get() is not None:
         raise RuntimeError("a rate-BP model was called inside another rate-BP pass")
-    multi_step = spike_pass(state, x, *args, **kwargs)
+    multi_step = spike_pass(self, state, x, *args, **kwargs)
     T = x.shape[0]
     x_mean = x.mean(0) if x.is_floating_point() else x.to(torch.get_default_dtype()).mean(0)
     grad_scale = 1.0 / T if state.scale_grad_by_T else 1.0
@@ -200,23 +221,100 @@ def model_forward(self: nn.Module, x: torch.Tensor, *args, **kwargs):
 
 # --------------------------------------------------------------------------- pass helpers
 
-def spike_pass(state: ModelState, x: torch.Tensor, *args, **kwargs) -> bool:
+def spike_pass(model: nn.Module, state: ModelState, x: torch.Tensor, *args, **kwargs) -> bool:
     """The spike pass over ``x`` ``[T, B, ...]`` (no autograd): fills every layer's records;
     returns whether the model is multi-step."""
     multi_step = model_step_mode(
         [m for m in state.layers if getattr(m, STATE).kind == "neuron"]) == "m"
     T = x.shape[0]
-    with _phase(_Pass("spike", T, multi_step, state.time_chunk,
-                             max_pool=state.max_pool)) as current, torch.no_grad():
-        if multi_step:
-            _begin_step(state.layers, current, 0)
-            state.original_forward(x, *args, **kwargs)
-        else:
-            for t in range(T):
-                _begin_step(state.layers, current, t)
-                state.original_forward(x[t], *args, **kwargs)
-        _finish_spike_pass(state.layers)
+    with torch.no_grad():
+        if multi_step and state.spike_pass == "sweep":
+            _sweep_spike_pass(model, state, x, *args, **kwargs)
+            return multi_step
+        with _phase(_Pass("spike", T, multi_step, state.time_chunk, steps=T,
+                          max_pool=state.max_pool)) as current:
+            if multi_step:
+                _begin_step(state.layers, current, 0)
+                state.original_forward(x, *args, **kwargs)
+            else:
+                for t in range(T):
+                    _begin_step(state.layers, current, t)
+                    state.original_forward(x[t], *args, **kwargs)
+            _finish_spike_pass(state.layers)
     return multi_step
+
+
+def _sweep_spike_pass(model: nn.Module, state: ModelState, x: torch.Tensor, *args,
+                      **kwargs) -> None:
+    """The spike pass of a multi-step model in sweeps over chunks of ``time_chunk`` steps
+    (default 1) through the whole network; see :mod:`.sweep`."""
+    T = x.shape[0]
+    chunk = min(state.time_chunk or 1, T)
+    neurons = [m for m in state.layers if getattr(m, STATE).kind == "neuron"]
+    starts = [_memories(m) for m in neurons]
+    rng = _rng_state(x)
+    replay = not any(getattr(m, STATE).kind == "dropout" for m in state.layers)
+    replayer = Replayer(model) if replay else None
+    forward = replayer.root_forward(model, state.original_forward) if replay \
+        else state.original_forward
+    for module in state.layers:
+        getattr(module, STATE).records = []
+    try:
+        while True:
+            for module, start in zip(neurons, starts):
+                _restore_memories(module, start)
+            _set_rng_state(x, rng)
+            frontier = False
+            with _phase(_Pass("spike", T, True, state.time_chunk, sweep=True,
+                              max_pool=state.max_pool)) as current:
+                for index, begin in enumerate(range(0, T, chunk)):
+                    x_chunk = x[begin:begin + chunk]
+                    current.steps = x_chunk.shape[0]
+                    _begin_step(state.layers, current, index, clear=False)
+                    if replayer is not None:
+                        replayer.begin_chunk(index)
+                    try:
+                        forward(x_chunk, *args, **kwargs)
+                    except FrontierReached:
+                        frontier = True
+            for record in current.touched:
+                record.sealed = True
+            if replayer is not None:
+                replayer.end_sweep(index + 1)
+            if not frontier:
+                break
+            for module in state.layers:
+                layer_state = getattr(module, STATE)
+                if layer_state.kind == "batchnorm":
+                    for record in layer_state.records:
+                        if record.chunks:
+                            record.settle()
+    finally:
+        if replayer is not None:
+            replayer.close()
+    _finish_spike_pass(state.layers)
+
+
+def _memories(module: nn.Module) -> dict:
+    """A copy of a SpikingJelly module's state (its ``_memories``: the neuron's ``v``)."""
+    return {name: value.clone() if isinstance(value, torch.Tensor) else value
+            for name, value in getattr(module, "_memories", {}).items()}
+
+
+def _restore_memories(module: nn.Module, saved: dict) -> None:
+    for name, value in saved.items():
+        setattr(module, name, value.clone() if isinstance(value, torch.Tensor) else value)
+
+
+def _rng_state(x: torch.Tensor):
+    return (torch.get_rng_state(),
+            torch.cuda.get_rng_state(x.device) if x.is_cuda else None)
+
+
+def _set_rng_state(x: torch.Tensor, state) -> None:
+    torch.set_rng_state(state[0])
+    if state[1] is not None:
+        torch.cuda.set_rng_state(state[1], x.device)
 
 
 @contextlib.contextmanager
@@ -241,12 +339,12 @@ def _single_step_mode(model: nn.Module) -> Iterator[None]:
             m.step_mode = "m"
 
 
-def _begin_step(layers: List[nn.Module], current: _Pass, step: int) -> None:
+def _begin_step(layers: List[nn.Module], current: _Pass, step: int, clear: bool = True) -> None:
     current.step = step
     for module in layers:
         state: LayerState = getattr(module, STATE)
         state.uses = 0
-        if current.phase == "spike" and step == 0:
+        if clear and current.phase == "spike" and step == 0:
             state.records = []
 
 
