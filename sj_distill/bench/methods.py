@@ -24,8 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-METHODS = ("bptt", "rate", "rate_sweep", "sltt", "ottt", "memopt1", "memopt2", "memopt3",
-           "memopt4")
+from .names import METHODS
 
 Step = Callable[[torch.Tensor, torch.Tensor], None]
 

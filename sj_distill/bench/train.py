@@ -31,7 +31,7 @@ import time
 from typing import Dict, List, Optional, Sequence
 
 from .common import DTYPES, autocast, environment, write_results
-from .methods import METHODS
+from .names import METHODS
 
 DEFAULT_OUT = os.path.join("benchmarks", "results", "train")
 ALL_METHODS = METHODS + ("public",)
