@@ -69,6 +69,16 @@ def build_cifar10dvs(root: Optional[str] = None, img_size: int = 48, T: int = 10
     return CIFAR10DVS(root, train=True, **kwargs), CIFAR10DVS(root, train=False, **kwargs)
 
 
+def build_fashion_mnist(root: Optional[str] = None, img_size: int = 28, T: int = 4,
+                        download: bool = False, verify: bool = True,
+                        train_subset: Optional[int] = None, cache_dir: Optional[str] = None):
+    """Fashion-MNIST, ``[1, 28, 28]`` images (see :mod:`sj_distill.data.fashion_mnist`); no
+    ``root``: Debian's ``/usr/share/datasets/fashion-mnist``."""
+    from . import fashion_mnist
+
+    return fashion_mnist.build(root, img_size, download, verify, train_subset, cache_dir)
+
+
 def _require_size(name: str, img_size: int, size: int) -> None:
     if img_size != size:
         raise ValueError(f"data.img_size must be {size} for {name}, got {img_size}")
@@ -89,5 +99,10 @@ def check_dataset(name: str, root: Optional[str], **options) -> list:
         from . import cifar10dvs
 
         return cifar10dvs.check(root, **options)
-    raise KeyError(f"data check knows the real datasets cifar10, cifar100, imagenet and "
-                   f"cifar10dvs, not {name!r} (embedded datasets need no check)")
+    if name == "fashion-mnist":
+        from . import fashion_mnist
+
+        return fashion_mnist.check(root, **options)
+    raise KeyError(f"data check knows the real datasets cifar10, cifar100, imagenet, "
+                   f"cifar10dvs and fashion-mnist, not {name!r} (embedded datasets need no "
+                   "check)")
