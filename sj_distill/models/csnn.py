@@ -57,7 +57,7 @@ class CSNN(nn.Module):
         return [("layer1", self.layer1), ("layer2", self.layer2)]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() != 5:
+        if x.dim() != (5 if self.fc.step_mode == "m" else 4):  # single-step: the rate pass
             raise ValueError(f"csnn takes [T, B, C, H, W] (repeat a static image T times), got "
                              f"shape {tuple(x.shape)}")
         x = self.layer2(self.layer1(x))
