@@ -103,6 +103,23 @@ def check_dataset(name: str, root: Optional[str], **options) -> list:
         from . import fashion_mnist
 
         return fashion_mnist.check(root, **options)
+    if name in ("imagefolder", "eventfolder"):
+        return _check_folder(name, root, **options)
     raise KeyError(f"data check knows the real datasets cifar10, cifar100, imagenet, "
-                   f"cifar10dvs and fashion-mnist, not {name!r} (embedded datasets need no "
-                   "check)")
+                   f"cifar10dvs, fashion-mnist and the folders imagefolder and eventfolder, "
+                   f"not {name!r} (embedded datasets need no check)")
+
+
+def _check_folder(name: str, root: Optional[str], **options) -> list:
+    """Lines describing your own class-per-folder data (``imagefolder`` / ``eventfolder``):
+    the split's sizes and classes, and the first sample's shape (it is read)."""
+    from ..registry import DATASETS
+
+    train, test = DATASETS.build(name, root=root, where="data.options", **options)
+    x, _ = train[0]
+    counts = [sum(1 for _, label in train.samples if label == c) for c in range(len(train.classes))]
+    return [f"{name} read from {root}",
+            f"{len(train)} train / {len(test)} test samples, {len(train.classes)} classes "
+            f"({', '.join(train.classes[:5])}{', ...' if len(train.classes) > 5 else ''}); "
+            f"training samples per class {min(counts)}..{max(counts)}",
+            f"first sample {list(x.shape)} {str(x.dtype).replace('torch.', '')}"]
