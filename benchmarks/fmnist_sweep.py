@@ -11,8 +11,8 @@ teacher wait until ``--teacher`` exists (train it with ``sj-distill recipe fmnis
 SpikingJelly's example (``spikingjelly.activation_based.examples.conv_fashion_mnist``) runs
 unchanged through its own ``main()`` (IF neurons, ATan surrogate, MSE on the output firing
 rate, SGD momentum 0.9, cosine), seeded with ``torch.manual_seed``, on the same training
-subset (written as torchvision idx files, since its ``main()`` reads the whole folder), the
-full test set, and our width, batch size, epochs and T.
+and test subsets (written as torchvision idx files, since its ``main()`` reads the whole
+folder) and our width, batch size, epochs and T.
 
     python benchmarks/fmnist_sweep.py --runs runs/fmnist-sweep            # run + report
     python benchmarks/fmnist_sweep.py --runs runs/fmnist-sweep --report   # report only
@@ -55,17 +55,18 @@ def run_child(cmd, log_path: Path, env) -> dict:
                 returncode=proc.returncode)
 
 
-def example_data(runs: Path, train_subset: int, data_dir) -> Path:
-    """torchvision's layout with the training subset and the full test set, for the example."""
+def example_data(runs: Path, train_subset: int, test_subset, data_dir) -> Path:
+    """torchvision's layout with the recipes' training and test subsets, for the example."""
     import torch
 
     from sj_distill.data import fashion_mnist
 
-    root = runs / f"{EXAMPLE}-data-{train_subset}"
+    root = runs / f"{EXAMPLE}-data-{train_subset}-{test_subset}"
     raw = root / "FashionMNIST" / "raw"
     if all((raw / name).is_file() for name in fashion_mnist.FILES):
         return root
-    train, test = fashion_mnist.build(data_dir, train_subset=train_subset)
+    train, test = fashion_mnist.build(data_dir, train_subset=train_subset,
+                                      test_subset=test_subset)
     raw.mkdir(parents=True, exist_ok=True)
     for split, data in (("train", train), ("t10k", test)):
         for kind, array in (("images-idx3", data.images), ("labels-idx1", data.labels)):
@@ -206,13 +207,17 @@ def main(argv=None) -> int:
     budget = dict(T=base["data"]["T"], batch_size=base["data"]["batch_size"],
                   epochs=base["train"]["epochs"], lr=base["train"]["optimizer"]["lr"],
                   width=base["student"]["options"]["width"],
-                  train_subset=base["data"]["options"]["train_subset"], test_images=10000)
+                  train_subset=base["data"]["options"]["train_subset"],
+                  test_subset=base["data"]["options"].get("test_subset"))
     env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1",
                PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
     results = {m: {} for m in args.methods}
     jobs = []
-    order = [(m, s) for group in (False, True) for s in args.seeds for m in args.methods
-             if (m in NEEDS_TEACHER) == group]  # seed by seed, the teacher's users last
+    def group(method):  # the teacher's users after the others, BRD (the slowest) last
+        return (method in NEEDS_TEACHER) + (method == "fmnist-brd")
+
+    order = [(m, s) for g in (0, 1, 2) for s in args.seeds for m in args.methods
+             if group(m) == g]
     for method, seed in order:
         folder = runs / method / f"seed{seed}"
         done = folder / ("result.json" if method == EXAMPLE else "usage.json")
@@ -222,7 +227,8 @@ def main(argv=None) -> int:
         elif not args.report:
             jobs.append((method, seed, folder))
     if jobs:
-        data_root = (example_data(runs, budget["train_subset"], args.data_dir)
+        data_root = (example_data(runs, budget["train_subset"], budget["test_subset"],
+                                  args.data_dir)
                      if any(m == EXAMPLE for m, _, _ in jobs) else None)
 
         def work(job):

@@ -132,9 +132,10 @@ def test_balanced_subset_takes_the_first_of_each_class():
 def test_train_subset_through_the_builder(tmp_path):
     written = stand_in(tmp_path / "data", gz=True)
     train, test = fashion_mnist.build(tmp_path / "data", verify=False, train_subset=20,
-                                      cache_dir=str(tmp_path / "c"))
+                                      cache_dir=str(tmp_path / "c"), test_subset=10)
     labels = written["train"][1]
-    assert len(train) == 20 and len(test) == N_TEST
+    assert len(train) == 20 and len(test) == 10
+    assert torch.bincount(test.labels, minlength=10).tolist() == [1] * 10
     assert torch.bincount(train.labels, minlength=10).tolist() == [2] * 10
     keep = fashion_mnist.balanced_subset(labels, 20)
     assert torch.equal(train.images, written["train"][0][keep])

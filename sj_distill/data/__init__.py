@@ -71,12 +71,15 @@ def build_cifar10dvs(root: Optional[str] = None, img_size: int = 48, T: int = 10
 
 def build_fashion_mnist(root: Optional[str] = None, img_size: int = 28, T: int = 4,
                         download: bool = False, verify: bool = True,
-                        train_subset: Optional[int] = None, cache_dir: Optional[str] = None):
+                        train_subset: Optional[int] = None, test_subset: Optional[int] = None,
+                        cache_dir: Optional[str] = None):
     """Fashion-MNIST, ``[1, 28, 28]`` images (see :mod:`sj_distill.data.fashion_mnist`); no
-    ``root``: Debian's ``/usr/share/datasets/fashion-mnist``."""
+    ``root``: Debian's ``/usr/share/datasets/fashion-mnist``; ``train_subset`` / ``test_subset``:
+    the first N/10 images of each class."""
     from . import fashion_mnist
 
-    return fashion_mnist.build(root, img_size, download, verify, train_subset, cache_dir)
+    return fashion_mnist.build(root, img_size, download, verify, train_subset, cache_dir,
+                               test_subset)
 
 
 def _require_size(name: str, img_size: int, size: int) -> None:

@@ -16,7 +16,8 @@ torchvision into ``root`` (needs internet).
 Images are served as SpikingJelly's Fashion-MNIST example feeds them: ``ToTensor`` only
 (``[1, 28, 28]`` in [0, 1], no normalisation, no augmentation); the engine repeats the frame T
 times and the network's first conv is the encoder. ``train_subset=N`` keeps the first N/10
-training images of every class in file order: a fixed, balanced subset for short budgets.
+training images of every class in file order: a fixed, balanced subset for short budgets;
+``test_subset=N`` does the same for the test set (default: all 10,000).
 """
 from __future__ import annotations
 
@@ -150,7 +151,8 @@ def balanced_subset(labels: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def build(root=None, img_size: int = 28, download: bool = False, verify: bool = True,
-          train_subset: Optional[int] = None, cache_dir: Optional[str] = None) -> Tuple:
+          train_subset: Optional[int] = None, cache_dir: Optional[str] = None,
+          test_subset: Optional[int] = None) -> Tuple:
     """``(train_set, test_set)`` of :class:`FashionMNISTImages` (see the module docstring)."""
     from torchvision.datasets import FashionMNIST
 
@@ -176,11 +178,15 @@ def build(root=None, img_size: int = 28, download: bool = False, verify: bool = 
     if verify and (len(train_set), len(test_set)) != COUNTS:
         raise DatasetError(f"Fashion-MNIST: {len(train_set)} train / {len(test_set)} test "
                            f"images in {folder}, expected {COUNTS[0]} / {COUNTS[1]}")
-    if train_subset is not None:
-        keep = balanced_subset(train_set.labels, train_subset)
-        train_set = FashionMNISTImages(train_set.images[keep], train_set.labels[keep],
-                                       train_set.classes, folder)
-    return train_set, test_set
+    return _subset(train_set, train_subset), _subset(test_set, test_subset)
+
+
+def _subset(dataset: FashionMNISTImages, size: Optional[int]) -> FashionMNISTImages:
+    if size is None:
+        return dataset
+    keep = balanced_subset(dataset.labels, size)
+    return FashionMNISTImages(dataset.images[keep], dataset.labels[keep], dataset.classes,
+                              dataset.source)
 
 
 def check(root=None, verify: bool = True, **_ignored) -> List[str]:
