@@ -17,9 +17,7 @@ import time
 import torch
 
 from sj_distill import config, rate, sj
-from sj_distill.engine.student_stage import build_loss
-from sj_distill.engine.teacher_stage import build_ann
-from sj_distill.engine.trainer import build_student
+from sj_distill.engine.build import build_ann, build_loss, build_student
 from sj_distill.hybrid import BlockReplacement
 from sj_distill.teachers import split_model
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from sj_distill.data_bench import measure
+from sj_distill.bench.data import measure
 
 RESULTS = Path(__file__).parent / "results" / "data" / "imagenet_decode.json"
 

@@ -1,6 +1,6 @@
 """BPTT vs rate-based backprop: peak training memory and images/s against T.
 
-The logic lives in ``sj_distill.rate_bench`` (also ``sj-distill bench memory``): one
+The logic lives in ``sj_distill.bench.rate`` (also ``sj-distill bench memory``): one
 subprocess per (model, precision, method, T); results (JSON, markdown table with issue 12's
 targets, PNG plot) go to ``benchmarks/results/rate/train_<device>.*``.
 
@@ -10,7 +10,7 @@ targets, PNG plot) go to ``benchmarks/results/rate/train_<device>.*``.
 """
 import sys
 
-from sj_distill.rate_bench import main
+from sj_distill.bench.rate import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,6 +1,6 @@
 """The rate-BP spike pass alone vs SpikingJelly's plain no-grad multi-step forward.
 
-The logic lives in ``sj_distill.spike_bench`` (also ``sj-distill bench speed``): both timed
+The logic lives in ``sj_distill.bench.spike`` (also ``sj-distill bench speed``): both timed
 alternately in one process, medians; results go to
 ``benchmarks/results/rate/spike_pass_<device>.*`` (target: ratio <= 1.2).
 
@@ -11,7 +11,7 @@ alternately in one process, medians; results go to
 """
 import sys
 
-from sj_distill.spike_bench import main
+from sj_distill.bench.spike import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -143,7 +143,7 @@ def _cmd_table(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench_memory(args: argparse.Namespace) -> int:
-    from . import rate_bench
+    from .bench import rate as rate_bench
 
     rate_bench.run(device=args.device, models=args.models, Ts=args.T, dtypes=args.dtypes,
                    batch=args.batch, img_size=args.img_size, steps=args.steps,
@@ -153,13 +153,13 @@ def _cmd_bench_memory(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench_data(args: argparse.Namespace) -> int:
-    from . import data_bench
+    from .bench import data as data_bench
 
     return data_bench.run(args)
 
 
 def _cmd_bench_speed(args: argparse.Namespace) -> int:
-    from . import spike_bench
+    from .bench import spike as spike_bench
 
     spike_bench.run(device=args.device, models=args.models, Ts=args.T, dtypes=args.dtypes,
                     batch=args.batch, img_size=args.img_size, steps=args.steps,
@@ -231,19 +231,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = bench.add_parser("memory", help="training step, BPTT vs rate-based backprop: peak "
                                         "memory and images/s against T (one subprocess per "
                                         "setting; JSON, markdown and PNG)")
-    from .rate_bench import add_arguments as add_memory_arguments
+    from .bench.rate import add_arguments as add_memory_arguments
 
     add_memory_arguments(p)
     p.set_defaults(func=_cmd_bench_memory)
     p = bench.add_parser("speed", help="the rate-BP spike pass alone vs SpikingJelly's no-grad "
                                        "multi-step forward, side by side (JSON and markdown)")
-    from .spike_bench import add_arguments as add_speed_arguments
+    from .bench.spike import add_arguments as add_speed_arguments
 
     add_speed_arguments(p)
     p.set_defaults(func=_cmd_bench_speed)
     p = bench.add_parser("data", help="samples/s of a recipe's training loader, built as a run "
                                       "builds it (workers, pinned memory, prefetch)")
-    from .data_bench import add_arguments as add_data_arguments
+    from .bench.data import add_arguments as add_data_arguments
 
     add_data_arguments(p)
     p.set_defaults(func=_cmd_bench_data)

@@ -13,7 +13,19 @@ from typing import Any, Dict, List, Mapping, Sequence, Tuple, Union
 
 import yaml
 
-RECIPE_DIR = Path(__file__).parent / "recipes"
+
+
+def _recipe_dir() -> Path:
+    """The shipped recipes: ``sj_distill/recipes/`` in an installed wheel (packaging maps the
+    top-level ``recipes/`` there), else the top-level ``recipes/`` beside the package (a source
+    checkout, or an editable install of one)."""
+    packaged = Path(__file__).resolve().parent / "recipes"
+    if any(packaged.glob("*.yaml")):
+        return packaged
+    return Path(__file__).resolve().parent.parent / "recipes"
+
+
+RECIPE_DIR = _recipe_dir()
 
 REQUIRED = object()
 NUMBER = (int, float)

@@ -65,7 +65,7 @@ def test_overrides_are_typed_and_dotted():
 
 
 def test_unknown_loss_parameter_names_recipe_key():
-    from sj_distill.engine.student_stage import build_loss
+    from sj_distill.engine.build import build_loss
 
     recipe = config.load_recipe(str(TINY), ["train.loss.params.smoothing=0.1"])
     with pytest.raises(config.RecipeError,
@@ -182,8 +182,7 @@ def test_teacher_stage_then_brd_with_rate_bp(tmp_path):
 
 
 def test_tser_with_rate_bp_is_refused():
-    from sj_distill.engine.student_stage import student_objective
-    from sj_distill.engine.trainer import build_student
+    from sj_distill.engine.build import build_student, student_objective
 
     recipe = config.load_recipe(str(TINY), ["train.method=rate", "train.loss.name=tser"])
     with pytest.raises(config.RecipeError, match="needs per-step logits"):

@@ -218,7 +218,7 @@ def test_hybrids_get_the_students_1_over_T_in_a_users_loop_and_in_the_engine():
     """Under rate-BP the SNN's gradient from the hybrids is scaled by 1/T like its output's,
     whether the hybrid is used directly or through the engine's objective."""
     from sj_distill import config
-    from sj_distill.engine.student_stage import student_objective
+    from sj_distill.engine.build import student_objective
     from pathlib import Path
 
     T = 4

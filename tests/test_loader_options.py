@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from sj_distill import cli, config
-from sj_distill.data_bench import measure
-from sj_distill.engine.trainer import loader_options
+from sj_distill.bench.data import measure
+from sj_distill.engine.build import loader_options
 
 
 def _data(**overrides):

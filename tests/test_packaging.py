@@ -1,5 +1,5 @@
 """The release artefacts (issue 14, item 6): ``python -m build`` makes an sdist and a wheel that
-both hold the recipes, and the wheel installed into a fresh virtual environment answers
+both hold the recipes (the top-level ``recipes/``, installed as ``sj_distill/recipes/``), and the wheel installed into a fresh virtual environment answers
 ``sj-distill --version`` and ``sj-distill list``. Nothing is downloaded: the build uses this
 environment's setuptools (``--no-isolation``), and the fresh environment reuses this one's
 installed dependencies through a ``.pth`` file (as ``.ci/run`` does for SpikingJelly 0.0.0.0.14).
@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import configparser
 import sysconfig
 import tarfile
 import zipfile
@@ -15,9 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from sj_distill import __version__, config, models
+from sj_distill import __version__, models
 
 ROOT = Path(__file__).resolve().parents[1]
+RECIPES = {p.name for p in (ROOT / "recipes").glob("*.yaml")}
 SKIP = shutil.ignore_patterns(".git", ".venv*", "runs", "build", "dist", "*.egg-info",
                               "__pycache__", ".pytest_cache", "*.pyc")
 
@@ -42,10 +44,23 @@ def artefacts(tmp_path_factory):
     return sdist, wheel
 
 
+def test_setup_cfg_lists_every_package_on_disk():
+    """``packages`` is an explicit list (``find:`` cannot map ``recipes/`` into the package):
+    a new sub-package of sj_distill/ must be added to it, or the wheel would leave it out."""
+    setup = configparser.ConfigParser()
+    setup.read(ROOT / "setup.cfg")
+    listed = set(setup["options"]["packages"].split())
+    on_disk = {".".join(p.parent.relative_to(ROOT).parts)
+               for p in (ROOT / "sj_distill").rglob("__init__.py")}
+    assert listed == on_disk | {"sj_distill.recipes"}
+    assert setup["options"]["package_dir"].split() == ["sj_distill.recipes", "=", "recipes"]
+
+
 @pytest.mark.slow
 def test_sdist_and_wheel_hold_the_recipes_and_metadata(artefacts):
     sdist, wheel = artefacts
-    recipes = {f"{name}.yaml" for name in config.known_recipes()}
+    recipes = RECIPES
+    assert len(recipes) >= 30
     with zipfile.ZipFile(wheel) as whl:
         names = whl.namelist()
         metadata = whl.read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
@@ -54,8 +69,10 @@ def test_sdist_and_wheel_hold_the_recipes_and_metadata(artefacts):
     assert {Path(n).name for n in names if n.startswith("sj_distill/recipes/")} == recipes
     with tarfile.open(sdist) as tar:
         members = tar.getnames()
-    in_package = {Path(n).name for n in members if "/sj_distill/recipes/" in n}
-    assert in_package == recipes
+    in_sdist = {Path(n).name for n in members
+                if Path(n).parent.name == "recipes" and n.endswith(".yaml")}
+    assert in_sdist == recipes
+    assert not any("/sj_distill/recipes/" in n for n in members), "a second recipes folder"
     for required in ("CHANGELOG.md", "CITATION.cff", "LICENSE", "README.md", "docs/recipes.md"):
         assert any(n.endswith("/" + required) for n in members), required
     assert f"Version: {__version__}" in metadata
@@ -77,9 +94,12 @@ def test_wheel_installed_in_a_fresh_venv_runs_the_command(artefacts, tmp_path):
 
     where = _run([python, "-c", "import sj_distill; print(sj_distill.__file__)"], cwd=tmp_path)
     assert where.strip().startswith(site), "sj_distill was not imported from the wheel"
+    found = _run([python, "-c", "from sj_distill import config; print(config.RECIPE_DIR)"],
+                 cwd=tmp_path)
+    assert Path(found.strip()) == Path(site, "sj_distill", "recipes")
     command = venv / "bin" / "sj-distill"
     assert _run([command, "--version"], cwd=tmp_path).strip() == f"sj-distill {__version__}"
     listed = _run([command, "list"], cwd=tmp_path)
     first_words = {line.split()[0] for line in listed.splitlines() if line.split()}
-    assert set(config.known_recipes()) <= first_words
+    assert {Path(r).stem for r in RECIPES} <= first_words
     assert set(models.list_models()) <= first_words

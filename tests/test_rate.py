@@ -371,7 +371,7 @@ def test_digits_rate_bp_within_two_points_of_bptt(capsys):
 @pytest.mark.parametrize("alpha", [None, 3.0])
 def test_closed_form_surrogate_derivative_equals_surrogate_backward(name, alpha):
     """The spike pass's closed-form g'(x) equals the surrogate's own backward (autograd)."""
-    from sj_distill.neurons.surrogate_grad import CLOSED_FORMS, surrogate_derivative
+    from sj_distill.rate.surrogate_grad import CLOSED_FORMS, surrogate_derivative
     fn = sj.make_surrogate(name, alpha)
     assert type(fn) in CLOSED_FORMS
     x = torch.linspace(-3, 3, 2001)
@@ -383,7 +383,7 @@ def test_closed_form_surrogate_derivative_equals_surrogate_backward(name, alpha)
 def test_unknown_surrogate_falls_back_to_autograd():
     """Erf has no closed form here: its backward, g'(x) = alpha / sqrt(pi) * exp(-(alpha x)^2)
     (the primitive is erfc(-alpha x) / 2), comes through autograd."""
-    from sj_distill.neurons.surrogate_grad import CLOSED_FORMS, surrogate_derivative
+    from sj_distill.rate.surrogate_grad import CLOSED_FORMS, surrogate_derivative
     fn = sj.make_surrogate("erf")
     assert type(fn) not in CLOSED_FORMS
     x = torch.linspace(-2, 2, 401)

@@ -10,7 +10,7 @@ from torch import nn
 from spikingjelly.activation_based import functional, layer
 
 from sj_distill import models, rate, sj
-from sj_distill.neurons import EligibilityTrace, NeuronDynamics
+from sj_distill.rate.eligibility import EligibilityTrace, NeuronDynamics
 
 from test_rate import NEURON_CONFIGS
 
@@ -240,7 +240,7 @@ def test_bench_table_and_targets_from_measurements():
     """Issue 12's targets computed from the rows: T=6 memory 300/1000 = 0.30 (met), step
     0.7/1.0 = 0.70 (missed), growth 2 -> 16 of 330/300 - 1 = +10% (met); a failed worker
     shows as failed and its ratios as '-'."""
-    from sj_distill import rate_bench
+    from sj_distill.bench import rate as rate_bench
     rows = [_bench_row("bptt", 2, 500, 0.4), _bench_row("rate", 2, 300, 0.3),
             _bench_row("bptt", 6, 1000, 1.0), _bench_row("rate", 6, 300, 0.7),
             _bench_row("bptt", 16, 2500, 3.0), _bench_row("rate", 16, 330, 1.2),

@@ -102,9 +102,9 @@ def test_every_family_of_the_registry_is_in_the_matrix():
 def test_value_check_catches_a_wrong_rate_value(monkeypatch):
     """The Value* check can fail: with the SEW AND refusal switched off, the rate pass
     multiplies firing rates where the SNN multiplies spikes, and the cell fails."""
-    from sj_distill import rate
+    from sj_distill.rate import classify
 
-    monkeypatch.setattr(rate, "_refuse_product_join", lambda where, module: None)
+    monkeypatch.setattr(classify, "_refuse_product_join", lambda where, module: None)
     sew_and = next(c for c in constructors() if c.id == "sew_resnet18[AND]")
     outcome = run_cell(sew_and, "LIF", "rate")
     assert outcome.status == "FAIL" and "Value*" in outcome.detail, outcome

@@ -13,7 +13,7 @@ import yaml
 from .. import config, energy
 from . import checkpoint
 from .loop import evaluate
-from .trainer import build_data, build_student, input_adapter
+from .build import build_data, build_student, input_adapter
 
 
 def resolve_checkpoint(path: str | Path) -> Path:

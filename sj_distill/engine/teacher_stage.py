@@ -13,30 +13,13 @@ from torch import nn
 
 from .. import teachers
 from ..config import RecipeError
-from ..registry import check_params
 from . import checkpoint, distributed, runfolder
+from .build import build_ann
 from .loop import Stage, evaluate, fit
 from .optim import build_cosine, build_sgd
 from .runlog import RunLog
-from .validate import recipe_section
 
 log = logging.getLogger("sj_distill")
-
-
-def build_ann(recipe: Dict, num_classes: int, in_chans: int) -> nn.Module:
-    """The recipe's timm teacher, trainable and unsplit, with random weights; errors name the
-    recipe key."""
-    import timm
-
-    spec = recipe["teacher"]
-    if not timm.is_model(spec["model"]):
-        raise RecipeError(f"teacher.model: unknown timm model {spec['model']!r} (names: "
-                          "timm.list_models(), e.g. resnet18, vgg11_bn)")
-    with recipe_section("teacher.options"):
-        check_params(teachers.create_ann, spec["options"], "teacher.options",
-                     "teachers.create_ann")
-        return teachers.create_ann(spec["model"], num_classes=num_classes, in_chans=in_chans,
-                                   cifar=spec["cifar_stem"], **spec["options"])
 
 
 def _train(recipe: Dict, model: nn.Module, train_loader, test_loader, to_ann: Callable,

@@ -13,149 +13,21 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Dict, Optional, Tuple
+from typing import Dict, Optional
 
 import torch
 import yaml
 from torch import nn
-from torch.utils.data import DataLoader, DistributedSampler
 
 from .. import __version__, sj
-from ..config import RecipeError
-from ..distill import snn_input
-from ..registry import DATASETS, OPTIMIZERS, SCHEDULERS, check_params
 from . import checkpoint, distributed, runfolder
+from .build import (build_data, build_student, input_adapter, make_loaders,
+                    optimizer_and_scheduler, student_objective, teacher_view)
 from .loop import Stage, evaluate, fit, seed_everything
 from .runlog import RunLog, setup_logging
-from .validate import check_data, check_recipe, recipe_section
+from .validate import check_recipe
 
 log = logging.getLogger("sj_distill")
-
-
-class ShardSampler(torch.utils.data.Sampler):
-    """Evaluation sharding without padding: rank ``r`` of ``w`` takes indices ``r, r+w, ...``,
-    so summed metrics count every test sample exactly once."""
-
-    def __init__(self, length: int):
-        self.indices = list(range(distributed.rank(), length, distributed.world_size()))
-
-    def __iter__(self):
-        return iter(self.indices)
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-
-def build_data(recipe: Dict, data_dir: Optional[str]):
-    """``(train_set, test_set)`` of the recipe's dataset."""
-    data = recipe["data"]
-    check_data(recipe)
-    builder = DATASETS.get(data["name"], where="data.name")
-    download = {"download": True} if data["download"] else {}
-    return builder(root=data_dir or data["root"], img_size=data["img_size"], T=data["T"],
-                   **download, **data["options"])
-
-
-def loader_options(data: Dict) -> Dict:
-    """DataLoader keywords from the recipe's ``data`` section: ``workers`` processes, kept
-    alive across epochs, each ``prefetch_factor`` batches ahead; pinned memory when
-    ``pin_memory`` says so (default: when CUDA is available)."""
-    workers = data["workers"]
-    pin = torch.cuda.is_available() if data["pin_memory"] is None else data["pin_memory"]
-    options = dict(num_workers=workers, pin_memory=pin, persistent_workers=workers > 0)
-    if workers > 0:
-        options["prefetch_factor"] = data["prefetch_factor"]
-    return options
-
-
-def make_loaders(recipe: Dict, train_set, test_set, seed: int) -> Tuple[DataLoader, DataLoader]:
-    data = recipe["data"]
-    batch = data["batch_size"]
-    if distributed.world_size() > 1:
-        if batch % distributed.world_size():
-            raise RecipeError(f"data.batch_size {batch} is not divisible by the "
-                              f"{distributed.world_size()} processes")
-        batch //= distributed.world_size()
-        train_sampler = DistributedSampler(train_set, shuffle=True, seed=seed, drop_last=True)
-    else:
-        train_sampler = _EpochShuffle(len(train_set), seed)
-    common = loader_options(data)
-    train = DataLoader(train_set, batch_size=batch, sampler=train_sampler, drop_last=True, **common)
-    test = DataLoader(test_set, batch_size=data["eval_batch_size"],
-                      sampler=ShardSampler(len(test_set)), **common)
-    return train, test
-
-
-class _EpochShuffle(torch.utils.data.Sampler):
-    """A permutation drawn from ``seed + epoch``: the order of epoch ``e`` does not depend on
-    how the run got there (so ``--resume`` replays it exactly)."""
-
-    def __init__(self, length: int, seed: int):
-        self.length, self.seed, self.epoch = length, seed, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __iter__(self):
-        g = torch.Generator().manual_seed(self.seed + self.epoch)
-        return iter(torch.randperm(self.length, generator=g).tolist())
-
-    def __len__(self) -> int:
-        return self.length
-
-
-def input_adapter(T: int, time_major: bool):
-    """Batch -> SNN input ``[T,B,...]``: static images are repeated T times (direct encoding),
-    event frames ``[B,T,...]`` are made time-major float32 (datasets may deliver float16 to
-    halve what the loader copies)."""
-    if time_major:
-        return lambda x: x.transpose(0, 1).float().contiguous()
-    return lambda x: snn_input(x, T).contiguous()
-
-
-def teacher_view(time_major: bool):
-    """Batch -> ANN input ``[B,C,H,W]``: event frames are averaged over time."""
-    return (lambda x: x.float().mean(1)) if time_major else (lambda x: x)
-
-
-def build_student(recipe: Dict, num_classes: int, in_chans: int) -> nn.Module:
-    """The recipe's student (STAA-patched when ``student.staa`` is set); errors name the key."""
-    from .. import models
-
-    spec = recipe["student"]
-    if spec["model"] not in models.list_models():
-        raise RecipeError(f"student.model: unknown model {spec['model']!r}; registered models: "
-                          f"{', '.join(models.list_models())}")
-    with recipe_section("student.neuron / student.options"):
-        model = models.create_model(spec["model"], num_classes=num_classes, in_chans=in_chans,
-                                    **spec["neuron"], **spec["options"])
-    if spec["staa"] is not None:
-        from .. import staa
-
-        if "time_steps" in spec["staa"]:
-            raise RecipeError("student.staa.time_steps is data.T; remove it from the recipe")
-        if "sample" in spec["staa"]:
-            raise RecipeError("student.staa.sample is (in_chans, data.img_size, data.img_size); "
-                              "remove it from the recipe")
-        size = recipe["data"]["img_size"]
-        with recipe_section("student.staa"):
-            check_params(staa.patch, spec["staa"], "student.staa", "staa.patch")
-            staa.patch(model, (in_chans, size, size), time_steps=recipe["data"]["T"],
-                       **spec["staa"])
-    return model
-
-
-def optimizer_and_scheduler(recipe_train: Dict, params, epochs: int):
-    """The student's optimiser and per-epoch scheduler from ``train.optimizer`` /
-    ``train.scheduler``; errors name the key."""
-    opt = dict(recipe_train["optimizer"])
-    with recipe_section("train.optimizer"):
-        optimizer = OPTIMIZERS.build(opt.pop("name"), params, where="train.optimizer", **opt)
-    sched = dict(recipe_train["scheduler"])
-    with recipe_section("train.scheduler"):
-        scheduler = SCHEDULERS.build(sched.pop("name"), optimizer, where="train.scheduler",
-                                     epochs=epochs, **sched)
-    return optimizer, scheduler
 
 
 def weight_digest(module: nn.Module) -> str:
@@ -215,8 +87,6 @@ def run_recipe(recipe: Dict, out_dir: str | Path, data_dir: Optional[str] = None
         from .. import sync_bn
 
         sync_bn.convert(student)
-    from .student_stage import student_objective
-
     trained, objective, checkpointed = student_objective(recipe, student, teacher)
     trained = trained.to(device)
     ddp_model = trained

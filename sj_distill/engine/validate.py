@@ -10,60 +10,21 @@ after minutes of teacher training.
 """
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
-from typing import Dict, Iterator, Optional
+from typing import Dict, Optional
 
 from ..config import RecipeError
-from ..registry import DATASETS, check_params
+from .build import (build_ann, build_student, check_data, optimizer_and_scheduler,
+                    recipe_section, student_objective)
 
 #: Placeholder class count and input channels of the dry run (the data set is not opened).
 PROBE_CLASSES = 10
 PROBE_CHANS = 3
 
-#: Dataset builder arguments the engine fills in from ``data.*`` (not allowed in data.options).
-DATA_ARGUMENTS = ("root", "img_size", "T", "download")
-
-
-@contextlib.contextmanager
-def recipe_section(where: str) -> Iterator[None]:
-    """Turn an error raised while building ``where`` into one :class:`RecipeError` that starts
-    with ``where`` (unless the message already names a key under it)."""
-    try:
-        yield
-    except RecipeError:
-        raise
-    except (KeyError, ValueError, TypeError, RuntimeError, AssertionError,
-            FileNotFoundError) as err:
-        message = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
-        message = str(message) or type(err).__name__
-        if not message.startswith((f"'{where}", where)):
-            message = f"{where}: {message}"
-        raise RecipeError(message) from None
-
-
-def check_data(recipe: Dict) -> None:
-    """``data.name`` is registered, ``data.options`` are parameters of its builder and the
-    loader settings are in range."""
-    data = recipe["data"]
-    if data["workers"] < 0 or data["prefetch_factor"] < 1:
-        raise RecipeError(f"data.workers must be >= 0 and data.prefetch_factor >= 1, got "
-                          f"{data['workers']} and {data['prefetch_factor']}")
-    with recipe_section("data.name"):
-        builder = DATASETS.get(data["name"], where="data.name")
-    clash = sorted(set(data["options"]) & set(DATA_ARGUMENTS))
-    if clash:
-        raise RecipeError(f"data.options.{clash[0]}: set data.{clash[0]} instead (the engine "
-                          "passes it to the dataset)")
-    with recipe_section("data.options"):
-        check_params(builder, data["options"], "data.options", f"dataset {data['name']!r}")
-
-
 def _dry_teacher(recipe: Dict, out_dir: Optional[Path]):
     """The recipe's teacher, split and frozen, with random weights (``None`` without one)."""
     from .. import teachers
     from .optim import build_cosine, build_sgd
-    from .teacher_stage import build_ann
 
     spec = recipe["teacher"]
     if not spec["model"]:
@@ -91,9 +52,6 @@ def check_recipe(recipe: Dict, out_dir: Optional[Path] = None) -> None:
     """Raise :class:`RecipeError` for the first mistake in a validated ``recipe`` (see
     :func:`sj_distill.config.validate`), building its parts on a dry run; ``out_dir`` (the run
     folder, may not exist) tells whether a finished ``teacher.pt`` is there to use."""
-    from .student_stage import student_objective
-    from .trainer import build_student, optimizer_and_scheduler
-
     check_data(recipe)
     teacher = _dry_teacher(recipe, out_dir)
     student = build_student(recipe, PROBE_CLASSES, PROBE_CHANS)

@@ -2,7 +2,7 @@
 against T (``sj-distill bench memory``).
 
 Every setting (model, precision, method, T) runs in a fresh subprocess (``python -m
-sj_distill.rate_bench --worker ...``) so its peak memory belongs to that setting alone: on
+sj_distill.bench.rate --worker ...``) so its peak memory belongs to that setting alone: on
 CUDA the peak of torch's allocator (``torch.cuda.max_memory_allocated``: weights, optimiser
 state, input and the step's activations), on the CPU the process's peak resident memory
 (RSS, ``ru_maxrss``; includes ~0.7 GB of Python, torch and SpikingJelly). One step = forward,
@@ -25,9 +25,10 @@ import subprocess
 import sys
 from typing import Dict, List, Optional, Sequence
 
+from .common import (DEFAULT_OUT, DTYPES, add_grid_arguments, autocast, environment,
+                     resolve_grid, timed, write_results)
+
 METHODS = ("bptt", "rate")
-DTYPES = ("fp32", "bf16")
-DEFAULT_OUT = os.path.join("benchmarks", "results", "rate")
 #: Defaults per device: the issue's GPU grid, and a CPU grid that fits a shared 2-core box.
 DEVICE_DEFAULTS = {
     "cuda": dict(models=["resnet19", "resnet18"], batch=128, T=[1, 2, 4, 6, 8, 16],
@@ -37,61 +38,13 @@ DEVICE_DEFAULTS = {
 }
 
 
-def environment(device: str) -> Dict:
-    """What the numbers were measured on: device name, torch, SpikingJelly (and CuPy)."""
-    import platform
-
-    import torch
-
-    from . import sj
-
-    env = dict(device=device, torch=torch.__version__, spikingjelly=sj.SJ_VERSION,
-               python=platform.python_version(), threads=torch.get_num_threads())
-    if device == "cuda":
-        env["gpu"] = torch.cuda.get_device_name(0)
-        env["cuda"] = torch.version.cuda
-        try:
-            import cupy
-
-            env["cupy"] = cupy.__version__
-        except ImportError:
-            env["cupy"] = None
-    else:
-        env["cpu"] = platform.processor() or platform.machine()
-    return env
-
-
-def autocast(device: str, dtype: str):
-    """The autocast context of a precision name (``fp32``: autocast off)."""
-    import torch
-
-    if dtype not in DTYPES:
-        raise ValueError(f"unknown precision {dtype!r}; choose from {DTYPES}")
-    return torch.autocast(device, dtype=torch.bfloat16, enabled=dtype == "bf16")
-
-
-def timed(fn, device: str) -> float:
-    """Seconds one call of ``fn`` takes (CUDA synchronised before and after)."""
-    import time
-
-    import torch
-
-    if device == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    fn()
-    if device == "cuda":
-        torch.cuda.synchronize()
-    return time.perf_counter() - start
-
-
 def _worker(args: argparse.Namespace) -> Dict:
     import resource
 
     import torch
     import torch.nn.functional as F
 
-    from . import models, rate, sj
+    from .. import models, rate, sj
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -134,7 +87,7 @@ def run_setting(method: str, T: int, *, model: str, dtype: str, batch: int, img_
                 time_chunk: Optional[int] = None) -> Dict:
     """Run one setting in a fresh Python process and return its measurements; a failed
     worker gives ``{"error": last line of its stderr}`` instead of stopping the grid."""
-    cmd = [sys.executable, "-m", "sj_distill.rate_bench", "--worker", "--method", method,
+    cmd = [sys.executable, "-m", "sj_distill.bench.rate", "--worker", "--method", method,
            "--T", str(T), "--models", model, "--dtypes", dtype, "--batch", str(batch),
            "--img-size", str(img_size), "--steps", str(steps), "--warmup", str(warmup),
            "--threads", str(threads), "--device", device]
@@ -246,21 +199,6 @@ def plot(results: List[Dict], path: str, title: str) -> None:
     plt.close(fig)
 
 
-def write_results(stem: str, results: List[Dict], env: Dict, table: str, checks: List[str],
-                  header: str) -> List[str]:
-    """``stem``.json (environment + measurements) and ``stem``.md (header, environment,
-    table, target lines); returns the paths written."""
-    os.makedirs(os.path.dirname(stem) or ".", exist_ok=True)
-    with open(stem + ".json", "w") as f:
-        json.dump(dict(environment=env, results=results), f, indent=1)
-    env_line = ", ".join(f"{k} {v}" for k, v in env.items())
-    body = [f"# {header}", "", f"Environment: {env_line}.", "", table, ""]
-    body += [f"- {line}" for line in checks]
-    with open(stem + ".md", "w") as f:
-        f.write("\n".join(body).rstrip() + "\n")
-    return [stem + ".json", stem + ".md"]
-
-
 def run(*, device: str = "cpu", models: Optional[Sequence[str]] = None,
         Ts: Optional[Sequence[int]] = None, dtypes: Optional[Sequence[str]] = None,
         batch: Optional[int] = None, img_size: int = 32, steps: Optional[int] = None,
@@ -272,13 +210,8 @@ def run(*, device: str = "cpu", models: Optional[Sequence[str]] = None,
     Arguments left None take :data:`DEVICE_DEFAULTS` of ``device``."""
     if device not in DEVICE_DEFAULTS:
         raise ValueError(f"--device must be one of {sorted(DEVICE_DEFAULTS)}, got {device!r}")
-    defaults = DEVICE_DEFAULTS[device]
-    models = list(models or defaults["models"])
-    Ts = list(Ts or defaults["T"])
-    dtypes = list(dtypes or defaults["dtypes"])
-    batch = batch or defaults["batch"]
-    steps = steps or defaults["steps"]
-    warmup = defaults["warmup"] if warmup is None else warmup
+    models, Ts, dtypes, batch, steps, warmup = resolve_grid(
+        DEVICE_DEFAULTS[device], models, Ts, dtypes, batch, steps, warmup)
     for dtype in dtypes:
         if dtype not in DTYPES:
             raise ValueError(f"unknown precision {dtype!r}; choose from {list(DTYPES)}")
@@ -313,25 +246,8 @@ def run(*, device: str = "cpu", models: Optional[Sequence[str]] = None,
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options shared by ``sj-distill bench memory`` and ``python -m sj_distill.rate_bench``."""
-    parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
-    parser.add_argument("--models", nargs="+", default=None,
-                        help="registered models (cuda: resnet19 resnet18; "
-                             "cpu: resnet18)")
-    parser.add_argument("--T", type=int, nargs="+", default=None,
-                        help="time steps (default 1 2 4 6 8 16)")
-    parser.add_argument("--dtypes", nargs="+", default=None, choices=DTYPES,
-                        help="precisions (cuda: fp32 bf16; cpu: fp32)")
-    parser.add_argument("--batch", type=int, default=None, help="batch (cuda 128, cpu 16)")
-    parser.add_argument("--img-size", type=int, default=32)
-    parser.add_argument("--steps", type=int, default=None, help="timed steps (cuda 20, cpu 3)")
-    parser.add_argument("--warmup", type=int, default=None,
-                        help="untimed steps before them (cuda 5, cpu 1)")
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
-    parser.add_argument("--time-chunk", type=int, default=None,
-                        help="rate.enable's time_chunk (default: T on cuda, 1 on cpu)")
-    parser.add_argument("--out", default=DEFAULT_OUT, help=f"results folder ({DEFAULT_OUT})")
-    parser.add_argument("--name", default=None, help="file stem (default train_<device>)")
+    """The options of ``sj-distill bench memory`` and ``python -m sj_distill.bench.rate``."""
+    add_grid_arguments(parser, DEVICE_DEFAULTS, threads=2, name="train_<device>")
     parser.add_argument("--no-plot", action="store_true", help="skip the PNG")
 
 

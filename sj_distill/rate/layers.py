@@ -1,4 +1,4 @@
-"""What a spiking neuron, a BatchNorm and a max-pool do in each pass of rate-based backprop.
+"""What a spiking neuron, a BatchNorm, a max-pool and a torch dropout do in each pass of rate-based backprop.
 
 Every record lives for one training step: the spike pass (no autograd, ``[T,B,...]`` or one
 step ``[B,...]`` at a time) fills it, the rate pass (autograd, ``[B,...]``) reads it.
@@ -54,7 +54,7 @@ class NeuronRecord:
     """Firing rate and eligibility of one use of a spiking neuron layer in one step.
 
     ``fused``: the eligibility of a chunk of steps at once or step by step (the reference),
-    see :class:`~sj_distill.neurons.eligibility.EligibilityTrace`; None takes the class-wide
+    see :class:`~sj_distill.rate.eligibility.EligibilityTrace`; None takes the class-wide
     :attr:`FUSED` (benchmarks switch it to time the reference)."""
 
     #: Default of ``fused`` for records built by :func:`sj_distill.rate.enable`'s patches.
@@ -234,3 +234,37 @@ class MaxPoolRecord:
         pooled = forward(x)
         _check_shape(f"max-pool '{name}'", self.total.shape, pooled.shape)
         return _straight_through(self.total / self.steps, pooled)
+
+
+class DropoutRecord:
+    """Time-means of one torch dropout's spike-pass output and mask.
+
+    A torch dropout draws a fresh mask on every call (per time step, per element). The spike
+    pass keeps its masks (so it is the plain SNN); the rate pass returns the recorded time-mean
+    of the dropped-out input (the value is exact) with the gradient of multiplying the rate
+    input by the time-mean of the masks (exact at ``T = 1``)."""
+
+    def __init__(self):
+        self.output: Optional[torch.Tensor] = None
+        self.mask: Optional[torch.Tensor] = None
+        self.steps = 0
+
+    def add(self, x: torch.Tensor, mask: torch.Tensor, steps: int) -> None:
+        """``x``, ``mask``: ``steps`` time steps stacked in the leading dimension."""
+        output = (x * mask).reshape(steps, -1).sum(0)
+        mask = mask.reshape(steps, -1).sum(0)
+        if self.output is None:
+            self.output, self.mask = output, mask
+        else:
+            self.output, self.mask = self.output + output, self.mask + mask
+        self.steps += steps
+
+    def rate_forward(self, x: torch.Tensor, name: str) -> torch.Tensor:
+        if self.output.numel() != x.numel():
+            raise RuntimeError(
+                f"dropout '{name}': the rate pass gave shape {tuple(x.shape)} but the spike pass "
+                f"recorded {self.output.numel()} values per step; the model's forward must do "
+                "the same computation for the time-mean input [B,...] as for each time step")
+        value = (self.output / self.steps).view_as(x)
+        gated = x * (self.mask / self.steps).view_as(x)
+        return value + (gated - gated.detach())

@@ -24,8 +24,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def measure(recipe_name: str, overrides: List[str], data_dir: Optional[str], batches: int,
             warmup: int) -> dict:
     """``{"samples_per_s", "ms_per_batch", "batch_size", "workers"}`` of the training loader."""
-    from .config import load_recipe
-    from .engine.trainer import build_data, make_loaders
+    from ..config import load_recipe
+    from ..engine.build import build_data, make_loaders
 
     if batches < 1 or warmup < 0:
         raise ValueError(f"--batches must be >= 1 and --warmup >= 0, got {batches}, {warmup}")

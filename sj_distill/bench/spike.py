@@ -20,7 +20,8 @@ import statistics
 import sys
 from typing import Callable, Dict, List, Optional, Sequence
 
-from .rate_bench import DEFAULT_OUT, DTYPES, autocast, environment, timed, write_results
+from .common import (DEFAULT_OUT, add_grid_arguments, autocast, environment, resolve_grid,
+                     timed, write_results)
 
 TARGET = 1.2
 DEVICE_DEFAULTS = {
@@ -38,8 +39,8 @@ def measure(model_name: str, dtype: str, T: int, *, batch: int, img_size: int, s
     (``fused`` and/or ``reference``), timed alternately in rounds."""
     import torch
 
-    from . import models, rate, sj
-    from .neurons import NeuronRecord
+    from .. import models, rate, sj
+    from ..rate.layers import NeuronRecord
 
     torch.manual_seed(0)
     plain = models.create_model(model_name, num_classes=10).to(device).train()
@@ -120,13 +121,8 @@ def run(*, device: str = "cpu", models: Optional[Sequence[str]] = None,
     if eligibility not in ELIGIBILITIES:
         raise ValueError(f"--eligibility must be one of {sorted(ELIGIBILITIES)}, "
                          f"got {eligibility!r}")
-    defaults = DEVICE_DEFAULTS[device]
-    models = list(models or defaults["models"])
-    Ts = list(Ts or defaults["T"])
-    dtypes = list(dtypes or defaults["dtypes"])
-    batch = batch or defaults["batch"]
-    steps = steps or defaults["steps"]
-    warmup = defaults["warmup"] if warmup is None else warmup
+    models, Ts, dtypes, batch, steps, warmup = resolve_grid(
+        DEVICE_DEFAULTS[device], models, Ts, dtypes, batch, steps, warmup)
     torch.set_num_threads(threads)
     results = []
     for model in models:
@@ -159,28 +155,12 @@ def run(*, device: str = "cpu", models: Optional[Sequence[str]] = None,
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of ``sj-distill bench speed`` and ``python -m sj_distill.spike_bench``."""
-    parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
-    parser.add_argument("--models", nargs="+", default=None,
-                        help="registered models (cuda: resnet19 resnet18; "
-                             "cpu: resnet18)")
-    parser.add_argument("--T", type=int, nargs="+", default=None,
-                        help="time steps (cuda: 1 2 4 6 8 16; cpu: 4 8)")
-    parser.add_argument("--dtypes", nargs="+", default=None, choices=DTYPES,
-                        help="precisions (cuda: fp32 bf16; cpu: fp32)")
-    parser.add_argument("--batch", type=int, default=None, help="batch (cuda 128, cpu 8)")
-    parser.add_argument("--img-size", type=int, default=32)
-    parser.add_argument("--steps", type=int, default=None,
-                        help="timed rounds, each one call of both (cuda 20, cpu 5)")
-    parser.add_argument("--warmup", type=int, default=None, help="untimed rounds (cuda 5, cpu 1)")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
-    parser.add_argument("--time-chunk", type=int, default=None,
-                        help="rate.enable's time_chunk (default: T on cuda, 1 on cpu)")
+    """The options of ``sj-distill bench speed`` and ``python -m sj_distill.bench.spike``."""
+    add_grid_arguments(parser, DEVICE_DEFAULTS, threads=1, name="spike_pass_<device>",
+                       rounds="timed rounds, each one call of both")
     parser.add_argument("--eligibility", default="fused", choices=sorted(ELIGIBILITIES),
                         help="fused (default), the step-by-step reference, or both "
                              "(timed alternately with the plain forward)")
-    parser.add_argument("--out", default=DEFAULT_OUT, help=f"results folder ({DEFAULT_OUT})")
-    parser.add_argument("--name", default=None, help="file stem (default spike_pass_<device>)")
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -1,0 +1,274 @@
+"""The two passes of a rate-BP training step: the pass state, the patched forwards of every
+kind of layer, and the model forward that runs the spike pass then the rate pass.
+
+:func:`sj_distill.rate.enable` installs these forwards; the pass in progress lives in a
+context variable (:func:`current_phase`), so unpatched code and eval mode see the plain SNN.
+"""
+from __future__ import annotations
+
+import contextlib
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, List, Optional
+
+import torch
+from torch import nn
+
+from .layers import BatchNormRecord, DropoutRecord, MaxPoolRecord, NeuronRecord
+
+STATE = "_sj_rate"  # attribute holding the per-module state on patched modules
+MODEL_STATE = "_sj_rate_model"  # attribute holding the model-level state
+
+
+@dataclass
+class _Pass:
+    phase: str  # "spike" or "rate"
+    T: int
+    multi_step: bool
+    time_chunk: Optional[int] = None
+    step: int = 0
+    grad_scale: float = 1.0  # gradient factor of every rate-pass tensor that leaves the model
+
+
+_CURRENT: ContextVar[Optional[_Pass]] = ContextVar("sj_distill_rate_pass", default=None)
+
+
+def current_phase() -> Optional[str]:
+    """``"spike"`` during the no-grad spike pass, ``"rate"`` during the rate pass, else None.
+
+    Forward hooks on a model's modules use it to tell the passes apart: in the rate pass a
+    stage receives and returns ``[B, ...]`` rate tensors carrying autograd. A hook that takes
+    such a tensor out of the model into another loss should pass it through :func:`tap`."""
+    current = _CURRENT.get()
+    return None if current is None else current.phase
+
+
+def tap(t: torch.Tensor) -> torch.Tensor:
+    """A rate-pass tensor taken out of the model (e.g. a stage's output, by a forward hook),
+    with its gradient scaled like the model's output (``1/T`` when ``scale_grad_by_T``).
+
+    The model's output passes through it too: this is the one place the scale is applied, so
+    a loss on the output and a loss on tapped features (BRD's hybrids) train the SNN at the
+    same scale. Outside a rate pass ``t`` is returned unchanged."""
+    current = _CURRENT.get()
+    if current is None or current.phase != "rate" or current.grad_scale == 1.0:
+        return t
+    return _ScaleGrad.apply(t, current.grad_scale)
+
+
+@dataclass
+class LayerState:
+    """Per-module patch state: the original forward and this step's records, one per use."""
+
+    kind: str  # "neuron" | "batchnorm" | "maxpool" | "dropout" | "seq_to_ann"
+    name: str
+    original_forward: Callable
+    had_instance_forward: bool
+    had_v_seq_memory: bool = True
+    records: list = field(default_factory=list)
+    uses: int = 0
+
+    def next_record(self, phase: str, step: int, make: Callable):
+        index, self.uses = self.uses, self.uses + 1
+        if phase == "spike" and step == 0:
+            self.records.append(make())
+        if index >= len(self.records):
+            raise RuntimeError(
+                f"module '{self.name}' was called more often in this pass than in the first "
+                "step of the spike pass; rate-based backprop needs the same calls in every step"
+            )
+        return self.records[index]
+
+
+@dataclass
+class ModelState:
+    original_forward: Callable
+    had_instance_forward: bool
+    scale_grad_by_T: bool
+    layers: List[nn.Module]
+    time_chunk: Optional[int] = None
+
+
+class _ScaleGrad(torch.autograd.Function):
+    """Identity forward; multiplies the gradient by ``scale`` backward."""
+
+    @staticmethod
+    def forward(ctx, x, scale):
+        ctx.scale = scale
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * ctx.scale, None
+
+
+# --------------------------------------------------------------------------- patched forwards
+
+def _neuron_forward(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    state: LayerState = getattr(self, STATE)
+    current = _CURRENT.get()
+    if current is None:
+        return state.original_forward(x)
+    record = state.next_record(current.phase, current.step, lambda: NeuronRecord(self))
+    if current.phase == "spike":
+        return record.spike_forward(self, state.original_forward, x, self.step_mode == "m",
+                                    current.time_chunk)
+    return record.rate_forward(self, x, state.name)
+
+
+def _batchnorm_forward(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    state: LayerState = getattr(self, STATE)
+    current = _CURRENT.get()
+    if current is None:
+        return state.original_forward(x)
+    record = state.next_record(current.phase, current.step, BatchNormRecord)
+    if current.phase == "rate":
+        return record.rate_forward(self, x, state.name)
+    if getattr(self, "step_mode", "s") == "m":  # SpikingJelly BN on [T,B,C,...]
+        return record.spike_forward(self, x.flatten(0, 1)).view(x.shape)
+    return record.spike_forward(self, x)
+
+
+def _maxpool_forward(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    state: LayerState = getattr(self, STATE)
+    current = _CURRENT.get()
+    if current is None:
+        return state.original_forward(x)
+    record = state.next_record(current.phase, current.step, MaxPoolRecord)
+    if current.phase == "rate":
+        return record.rate_forward(state.original_forward, x, state.name)
+    pooled = state.original_forward(x)
+    if getattr(self, "step_mode", "s") == "m":  # [T,B,...]
+        record.add(pooled.sum(0), pooled.shape[0])
+    elif current.multi_step:  # inside a SeqToANNContainer: [T*B,...]
+        record.add(pooled.view(current.T, -1, *pooled.shape[1:]).sum(0), current.T)
+    else:  # single-step model: one step [B,...]
+        record.add(pooled, 1)
+    return pooled
+
+
+def _dropout_forward(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    state: LayerState = getattr(self, STATE)
+    current = _CURRENT.get()
+    if current is None or not self.training or self.p == 0:
+        return state.original_forward(x)
+    record = state.next_record(current.phase, current.step, DropoutRecord)
+    if current.phase == "rate":
+        return record.rate_forward(x, state.name)
+    mask = state.original_forward(torch.ones_like(x))  # the module's own mask, scaled by 1/(1-p)
+    steps = current.T if current.multi_step else 1  # multi-step: [T,B,...] or [T*B,...]
+    record.add(x, mask, steps)
+    return x * mask
+
+
+def _seq_to_ann_forward(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    state: LayerState = getattr(self, STATE)
+    current = _CURRENT.get()
+    if current is not None and current.phase == "rate":
+        return nn.Sequential.forward(self, x)  # [B,...]: no time dimension to fold
+    return state.original_forward(x)
+
+
+PATCHES = {"neuron": _neuron_forward, "batchnorm": _batchnorm_forward,
+            "maxpool": _maxpool_forward, "dropout": _dropout_forward,
+            "seq_to_ann": _seq_to_ann_forward}
+
+
+def model_forward(self: nn.Module, x: torch.Tensor, *args, **kwargs):
+    state: ModelState = getattr(self, MODEL_STATE)
+    if not self.training:
+        return state.original_forward(x, *args, **kwargs)
+    if _CURRENT.get() is not None:
+        raise RuntimeError("a rate-BP model was called inside another rate-BP pass")
+    multi_step = spike_pass(state, x, *args, **kwargs)
+    T = x.shape[0]
+    x_mean = x.mean(0) if x.is_floating_point() else x.to(torch.get_default_dtype()).mean(0)
+    grad_scale = 1.0 / T if state.scale_grad_by_T else 1.0
+    try:
+        with _phase(_Pass("rate", T, multi_step, grad_scale=grad_scale)) as current, \
+                _single_step_mode(self):
+            _begin_step(state.layers, current, 0)
+            out = _map_tensors(state.original_forward(x_mean, *args, **kwargs), tap)
+    finally:
+        for module in state.layers:
+            getattr(module, STATE).records = []
+    return out
+
+
+# --------------------------------------------------------------------------- pass helpers
+
+def spike_pass(state: ModelState, x: torch.Tensor, *args, **kwargs) -> bool:
+    """The spike pass over ``x`` ``[T, B, ...]`` (no autograd): fills every layer's records;
+    returns whether the model is multi-step."""
+    multi_step = model_step_mode(
+        [m for m in state.layers if getattr(m, STATE).kind == "neuron"]) == "m"
+    T = x.shape[0]
+    with _phase(_Pass("spike", T, multi_step, state.time_chunk)) as current, torch.no_grad():
+        if multi_step:
+            _begin_step(state.layers, current, 0)
+            state.original_forward(x, *args, **kwargs)
+        else:
+            for t in range(T):
+                _begin_step(state.layers, current, t)
+                state.original_forward(x[t], *args, **kwargs)
+        _finish_spike_pass(state.layers)
+    return multi_step
+
+
+@contextlib.contextmanager
+def _phase(current: _Pass) -> Iterator[_Pass]:
+    token = _CURRENT.set(current)
+    try:
+        yield current
+    finally:
+        _CURRENT.reset(token)
+
+
+@contextlib.contextmanager
+def _single_step_mode(model: nn.Module) -> Iterator[None]:
+    """Temporarily put every multi-step SpikingJelly module of ``model`` in single-step mode."""
+    switched = [m for m in model.modules() if getattr(m, "step_mode", None) == "m"]
+    for m in switched:
+        m.step_mode = "s"
+    try:
+        yield
+    finally:
+        for m in switched:
+            m.step_mode = "m"
+
+
+def _begin_step(layers: List[nn.Module], current: _Pass, step: int) -> None:
+    current.step = step
+    for module in layers:
+        state: LayerState = getattr(module, STATE)
+        state.uses = 0
+        if current.phase == "spike" and step == 0:
+            state.records = []
+
+
+def _finish_spike_pass(layers: List[nn.Module]) -> None:
+    for module in layers:
+        state: LayerState = getattr(module, STATE)
+        for record in state.records:
+            if state.kind == "neuron":
+                record.finish()
+            elif state.kind == "batchnorm":
+                record.finish(module)
+
+
+def model_step_mode(neurons: List[nn.Module]) -> str:
+    modes = {m.step_mode for m in neurons}
+    if len(modes) != 1:
+        raise ValueError(
+            "rate-based backprop needs all spiking neurons in one step mode, found "
+            f"{sorted(modes)}; use functional.set_step_mode(model, 'm') (or 's')"
+        )
+    return modes.pop()
+
+
+def _map_tensors(out, fn):
+    if isinstance(out, torch.Tensor):
+        return fn(out)
+    if isinstance(out, (tuple, list)):
+        return type(out)(_map_tensors(o, fn) for o in out)
+    return out
