@@ -82,6 +82,24 @@ def build_fashion_mnist(root: Optional[str] = None, img_size: int = 28, T: int =
                                test_subset)
 
 
+#: Input channels of the built-in datasets, known without opening them (the pre-run check
+#: builds the student and teacher with these).
+KNOWN_CHANNELS = {"digits": 1, "digits-dvs": 2, "cifar10": 3, "cifar100": 3, "imagenet": 3,
+                  "cifar10dvs": 2, "fashion-mnist": 1}
+
+
+def input_channels(name: str, options: dict, builder=None) -> Optional[int]:
+    """The input channels dataset ``name`` will give with ``options``, when known before it is
+    read: built-in datasets, ``imagefolder`` (1 with ``grayscale``, else 3), or a registered
+    builder with an integer attribute ``in_chans``; None otherwise."""
+    if name == "imagefolder":
+        return 1 if options.get("grayscale") else 3
+    if name in KNOWN_CHANNELS:
+        return KNOWN_CHANNELS[name]
+    declared = getattr(builder, "in_chans", None)
+    return declared if isinstance(declared, int) else None
+
+
 def _require_size(name: str, img_size: int, size: int) -> None:
     if img_size != size:
         raise ValueError(f"data.img_size must be {size} for {name}, got {img_size}")

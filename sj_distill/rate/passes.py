@@ -111,6 +111,10 @@ def _neuron_forward(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
         return state.original_forward(x)
     record = state.next_record(current.phase, current.step, lambda: NeuronRecord(self))
     if current.phase == "spike":
+        if current.multi_step and x.shape[0] != current.T:
+            raise OwnTimeLoopError(
+                f"neuron '{state.name}' got {x.shape[0]} time steps from an input with "
+                f"{current.T} along its first dimension")
         return record.spike_forward(self, state.original_forward, x, self.step_mode == "m",
                                     current.time_chunk)
     return record.rate_forward(self, x, state.name)
@@ -197,16 +201,51 @@ def model_forward(self: nn.Module, x: torch.Tensor, *args, **kwargs):
 
 # --------------------------------------------------------------------------- pass helpers
 
+class OwnTimeLoopError(RuntimeError):
+    """A multi-step neuron saw another number of time steps than the model's input holds."""
+
+
+def _own_time_loop_advice(state: ModelState, x: torch.Tensor, found: str) -> TypeError:
+    """One line for a model whose forward makes its own time dimension (it repeats a
+    ``[B,C,H,W]`` image over its own T, as SpikingJelly's example ``CSNN`` does)."""
+    from .classify import UnsupportedModuleError
+
+    parts = sorted({getattr(m, STATE).name.split(".")[0] for m in state.layers
+                    if getattr(m, STATE).kind == "neuron"})
+    part = (f"rate.enable(net.{parts[0]}) and call net.{parts[0]} on "
+            "x.unsqueeze(0).repeat(T, 1, 1, 1, 1)" if len(parts) == 1 and parts[0] else
+            "rate.enable on the part of the model that maps [T,B,...] to [T,B,...] step by "
+            "step, and call that part on the repeated input")
+    return UnsupportedModuleError(
+        f"rate-based backprop needs a model whose forward maps [T,B,...] to [T,B,...] step by "
+        f"step, but on input {list(x.shape)} {found}. A forward that makes its own time "
+        f"dimension (e.g. repeats a [B,C,H,W] image over its own T) cannot run once on the "
+        f"time-mean input: use {part}, or train it with BPTT.")
+
+
 def spike_pass(state: ModelState, x: torch.Tensor, *args, **kwargs) -> bool:
     """The spike pass over ``x`` ``[T, B, ...]`` (no autograd): fills every layer's records;
-    returns whether the model is multi-step."""
+    returns whether the model is multi-step. A multi-step model whose neurons see another T
+    than ``x.shape[0]``, or whose forward fails on ``[T, B, ...]`` before any neuron ran, is
+    refused with :class:`~sj_distill.rate.classify.UnsupportedModuleError` (one line)."""
     multi_step = model_step_mode(
         [m for m in state.layers if getattr(m, STATE).kind == "neuron"]) == "m"
     T = x.shape[0]
     with _phase(_Pass("spike", T, multi_step, state.time_chunk)) as current, torch.no_grad():
         if multi_step:
             _begin_step(state.layers, current, 0)
-            state.original_forward(x, *args, **kwargs)
+            try:
+                state.original_forward(x, *args, **kwargs)
+            except OwnTimeLoopError as err:
+                raise _own_time_loop_advice(state, x, str(err)) from None
+            except RuntimeError as err:
+                if any(getattr(m, STATE).records for m in state.layers
+                       if getattr(m, STATE).kind == "neuron"):
+                    raise
+                first_line = (str(err).splitlines() or [""])[0]
+                raise _own_time_loop_advice(
+                    state, x, f"its forward failed before any neuron ran ({first_line})"
+                ) from None
         else:
             for t in range(T):
                 _begin_step(state.layers, current, t)
