@@ -10,8 +10,9 @@ At inference only the student is used.
 """
 from __future__ import annotations
 
+import logging
 from fractions import Fraction
-from typing import Callable, Dict, List, Mapping, Optional, Sequence, Union
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -21,6 +22,7 @@ from . import rate
 from .teachers import Teacher
 
 AdapterFactory = Callable[[int, int, int, int], nn.Module]
+log = logging.getLogger("sj_distill")
 
 
 class Adapter(nn.Module):
@@ -86,13 +88,62 @@ def student_stages(student: nn.Module) -> List[Dict]:
     else every ``feature_info`` entry after the stem)."""
     info = getattr(student, "feature_info", None)
     if not info:
-        raise TypeError(f"{type(student).__name__} has no feature_info; give it a timm-style "
+        raise TypeError(f"{type(student).__name__} has no feature_info; pass points=[module "
+                        "paths] and sample=(C, H, W) to measure them, or give it a timm-style "
                         "list of dict(module=..., num_chs=..., reduction=...) (stem first), "
                         "e.g. with sj_distill.zoo.cifar_student")
     by_name = {row["module"]: row for row in info}
     if hasattr(student, "stages"):
         return [by_name[name] for name, _ in student.stages()]
     return list(info[1:])
+
+
+def _shape_recorder(shapes: Dict[str, torch.Size], point: str):
+    def hook(module, inputs, output):
+        shapes.setdefault(point, output.shape)
+    return hook
+
+
+def measure_stages(student: nn.Module, points: Sequence[str],
+                   sample: Tuple[int, int, int]) -> List[Dict]:
+    """``feature_info`` rows of the student modules ``points``, measured on one forward of a
+    ``[1, 1, C, H, W]`` zero input (``sample = (C, H, W)``): channels and stride (a power of
+    two, see :func:`sj_distill.teachers.measured_reduction`). For a student without a
+    ``feature_info`` (e.g. your own SpikingJelly model)."""
+    from spikingjelly.activation_based import functional
+
+    from .teachers import measured_reduction
+
+    shapes: Dict[str, torch.Size] = {}
+    hooks = []
+    for point in points:
+        try:
+            module = student.get_submodule(point)
+        except AttributeError:
+            raise ValueError(f"replacement point {point!r} is not a module of "
+                             f"{type(student).__name__}") from None
+        hooks.append(module.register_forward_hook(_shape_recorder(shapes, point)))
+    was_training = student.training
+    try:
+        student.eval()
+        with torch.no_grad():
+            student(torch.zeros(1, 1, *sample))
+    finally:
+        for hook in hooks:
+            hook.remove()
+        functional.reset_net(student)
+        student.train(was_training)
+    rows = []
+    for point in points:
+        shape = shapes.get(point)
+        if shape is None or len(shape) != 5:
+            raise ValueError(f"student module {point!r} gave "
+                             f"{'no output' if shape is None else tuple(shape)} on a "
+                             "[1, 1, C, H, W] probe; a replacement point must output "
+                             "[T, B, C, H, W] feature maps")
+        rows.append(dict(module=point, num_chs=shape[2],
+                         reduction=measured_reduction(sample[-1], shape[-1])))
+    return rows
 
 
 def _pair_by_reduction(row: Dict, teacher: Teacher) -> int:
@@ -116,11 +167,16 @@ class BlockReplacement(nn.Module):
             ``sj_distill.models`` backbone or a zoo model after ``zoo.cifar_student``); may
             have rate-based backprop enabled (``sj_distill.rate.enable``).
         teacher: from :func:`sj_distill.teachers.create_teacher`.
-        points: student stage names (default: every main stage but the last), each paired
-            with the deepest teacher feature of the same reduction (equal channels preferred),
-            or a dict ``{student_stage: teacher_module}`` naming the pairs explicitly.
+        points: student stage names (default: every main stage but the last, so a two-stage
+            student gets one hybrid: name both to get two), each paired with the deepest
+            teacher feature of the same reduction (equal channels preferred), or a dict
+            ``{student_stage: teacher_module}`` naming the pairs explicitly. The chosen pairs
+            are logged (``sj_distill`` logger) and kept in ``pairs``.
         adapter: ``factory(in_chs, out_chs, in_reduction, out_reduction) -> nn.Module``
             (default :class:`Adapter`).
+        sample: ``(C, H, W)`` of one input image: for a student without ``feature_info``,
+            the channels and strides of ``points`` (required then) are measured on a probe
+            (:func:`measure_stages`) instead.
 
     ``forward(x, teacher_input=None)`` returns a dict: ``student`` (``[T,B,K]``, or ``[B,K]``
     from a rate pass), ``teacher`` ``[B,K]`` (on ``teacher_input``, default ``x.mean(0)``),
@@ -130,13 +186,21 @@ class BlockReplacement(nn.Module):
 
     def __init__(self, student: nn.Module, teacher: Teacher,
                  points: Union[None, Sequence[str], Mapping[str, str]] = None,
-                 adapter: AdapterFactory = Adapter):
+                 adapter: AdapterFactory = Adapter,
+                 sample: Optional[Tuple[int, int, int]] = None):
         super().__init__()
         if not isinstance(teacher, Teacher):
             raise TypeError("teacher must be a sj_distill.teachers.Teacher (create_teacher / "
                             f"split_model), got {type(teacher).__name__}")
         self.student, self.teacher = student, teacher
-        stages = student_stages(student)
+        if getattr(student, "feature_info", None) or sample is None:
+            stages = student_stages(student)
+        elif points is None:
+            raise ValueError(f"{type(student).__name__} has no feature_info: name the "
+                             "replacement points (points=[module paths]) and they are measured "
+                             "on the sample")
+        else:
+            stages = measure_stages(student, list(points), tuple(sample))
         by_name = {row["module"]: row for row in stages}
         if points is None:
             points = [row["module"] for row in stages[:-1]]
@@ -155,6 +219,8 @@ class BlockReplacement(nn.Module):
             index = {p: _pair_by_reduction(by_name[p], teacher) for p in points}
         self.teacher_index = index
         self.pairs = {p: teacher_names[i] for p, i in index.items()}
+        log.info("block-wise replacement: %s", ", ".join(
+            f"student {p} -> teacher {t}" for p, t in self.pairs.items()))
         self.adapters = PointModules({
             p: adapter(by_name[p]["num_chs"], teacher.feature_info[i]["num_chs"],
                        by_name[p]["reduction"], teacher.feature_info[i]["reduction"])

@@ -194,3 +194,25 @@ def test_csnn_refuses_a_static_batch():
     with pytest.raises(ValueError, match=r"csnn takes \[T, B, C, H, W\] \(repeat a static image "
                                          r"T times\), got shape \(2, 1, 28, 28\)"):
         model(torch.rand(2, 1, 28, 28))
+
+
+#: Lowest test top-1 (on the recipes' fixed 5,000 test images) after one epoch on the fixed
+#: 10,000-image training subset; measured (see docs/results.md, "CI check") with a margin.
+ONE_EPOCH_FLOOR = 75.0
+
+
+@pytest.mark.slow
+@needs_real
+def test_fmnist_rate_and_bptt_learn_real_data_alike(tmp_path):
+    """One epoch of fmnist-rate and fmnist-bptt on the 10k subset: both clearly learn, and
+    rate-based backprop lands within 3 points of BPTT."""
+    from sj_distill.api import run_recipe
+
+    top1 = {}
+    for name in ("fmnist-rate", "fmnist-bptt"):
+        summary = run_recipe(name, tmp_path / name, overrides=[
+            "train.epochs=1", "data.options.train_subset=10000", "seed=0"])
+        top1[name] = summary["top1"]
+    print(f"one epoch on 10k Fashion-MNIST images: {top1}")
+    assert min(top1.values()) > ONE_EPOCH_FLOOR, top1
+    assert abs(top1["fmnist-rate"] - top1["fmnist-bptt"]) < 3.0, top1

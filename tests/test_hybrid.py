@@ -247,3 +247,37 @@ def test_hybrids_get_the_students_1_over_T_in_a_users_loop_and_in_the_engine():
     for gs, gu, ge in zip(g_scaled, g_unscaled, g_engine):
         torch.testing.assert_close(gs, gu / T, rtol=1e-4, atol=atol)
         torch.testing.assert_close(ge, gs, rtol=1e-4, atol=atol)
+
+
+def _user_sequential(width=4):
+    """A user's own multi-step SNN without feature_info: two conv stages, then a linear head."""
+    from spikingjelly.activation_based import functional, layer
+
+    net = nn.Sequential(
+        layer.Conv2d(3, width, 3, padding=1), layer.BatchNorm2d(width), neuron.LIFNode(),
+        layer.MaxPool2d(2, 2),
+        layer.Conv2d(width, 2 * width, 3, padding=1), layer.BatchNorm2d(2 * width),
+        neuron.LIFNode(), layer.MaxPool2d(2, 2),
+        layer.Flatten(), layer.Linear(2 * width * 4 * 4, 10))
+    functional.set_step_mode(net, "m")
+    return net
+
+
+def test_a_student_without_feature_info_is_measured_from_a_sample(caplog):
+    net = _user_sequential()
+    small = teacher("resnet18", small=True)
+    with pytest.raises(TypeError, match=r"has no feature_info; pass points=\[module paths\] "
+                                        r"and sample=\(C, H, W\)"):
+        BlockReplacement(net, small)
+    with pytest.raises(ValueError, match="has no feature_info: name the replacement points"):
+        BlockReplacement(net, small, sample=(3, 16, 16))
+    with caplog.at_level("INFO", logger="sj_distill"):
+        hybrid = BlockReplacement(net, small, points=["3", "7"], sample=(3, 16, 16))
+    # 16 -> 8 -> 4 pixels: strides 2 and 4, paired with the teacher's layer2 and layer3
+    assert hybrid.pairs == {"3": "layer2", "7": "layer3"}
+    assert "student 3 -> teacher layer2, student 7 -> teacher layer3" in caplog.text
+    assert [(a.in_chs, a.out_chs) for _, a in hybrid.adapters.items()] == [(4, 16), (8, 32)]
+    out = hybrid(torch.rand(2, 3, 3, 16, 16))
+    assert set(out["hybrids"]) == {"3", "7"} and out["hybrids"]["7"].shape == (3, 10)
+    with pytest.raises(ValueError, match=r"student module '9' gave \(1, 1, 10\) on a "):
+        BlockReplacement(_user_sequential(), small, points=["9"], sample=(3, 16, 16))  # the linear head
