@@ -145,6 +145,9 @@ def report(results: dict, budget: dict, out: Path) -> None:
             teacher_top1=next(iter(runs.values()))["teacher_top1"],
             runs={str(s): r for s, r in sorted(runs.items())})
     (out / "sweep.json").write_text(json.dumps(dict(budget=budget, methods=summary), indent=1))
+    teachers = {m: s["teacher_top1"] for m, s in summary.items() if s["teacher_top1"]}
+    if teachers:
+        print(f"teacher test top-1 seen by the guided runs: {teachers}")
     base = summary.get("fmnist-bptt", {}).get("top1")
     lines = ["| method | test top-1 (mean ± std) | vs fmnist-bptt (in s.e.) | seeds | wall s/run "
              "| peak RSS MB |", "|---|---|---|---|---|---|"]
@@ -181,8 +184,9 @@ def plot(summary: dict, path: Path, budget: dict) -> None:
     ax.set_xlabel("epoch")
     ax.set_ylabel("test top-1 (%)")
     ax.set_xticks(range(1, budget["epochs"] + 1))
-    ax.set_title(f"Fashion-MNIST, CSNN width {budget['width']}, T={budget['T']}, "
-                 f"{budget['train_subset']} training images (mean ± std over seeds)")
+    ax.set_title(f"Fashion-MNIST: CSNN width {budget['width']}, T={budget['T']}, "
+                 f"{budget['train_subset']} training images\n(mean ± std over seeds; "
+                 f"test top-1 on {budget['test_subset'] or 10000} test images)", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -201,6 +205,7 @@ def main(argv=None) -> int:
     p.add_argument("--parallel", type=int, default=2)
     p.add_argument("--rerun", nargs="*", default=[], help="methods to run again")
     p.add_argument("--report", action="store_true", help="only collect finished runs")
+    p.add_argument("--code", default=None, help="the commit the runs were made with (noted)")
     args = p.parse_args(argv)
     runs, teacher = Path(args.runs).resolve(), Path(args.teacher).resolve()
     base = recipe_of("fmnist-bptt")
@@ -208,7 +213,7 @@ def main(argv=None) -> int:
                   epochs=base["train"]["epochs"], lr=base["train"]["optimizer"]["lr"],
                   width=base["student"]["options"]["width"],
                   train_subset=base["data"]["options"]["train_subset"],
-                  test_subset=base["data"]["options"].get("test_subset"))
+                  test_subset=base["data"]["options"].get("test_subset"), code=args.code)
     env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1",
                PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
     results = {m: {} for m in args.methods}
