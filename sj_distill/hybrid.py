@@ -10,7 +10,6 @@ At inference only the student is used.
 """
 from __future__ import annotations
 
-import logging
 from fractions import Fraction
 from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
@@ -22,7 +21,6 @@ from . import rate
 from .teachers import Teacher
 
 AdapterFactory = Callable[[int, int, int, int], nn.Module]
-log = logging.getLogger("sj_distill")
 
 
 class Adapter(nn.Module):
@@ -171,7 +169,7 @@ class BlockReplacement(nn.Module):
             student gets one hybrid: name both to get two), each paired with the deepest
             teacher feature of the same reduction (equal channels preferred), or a dict
             ``{student_stage: teacher_module}`` naming the pairs explicitly. The chosen pairs
-            are logged (``sj_distill`` logger) and kept in ``pairs``.
+            are kept in ``pairs`` (a recipe run logs them).
         adapter: ``factory(in_chs, out_chs, in_reduction, out_reduction) -> nn.Module``
             (default :class:`Adapter`).
         sample: ``(C, H, W)`` of one input image: for a student without ``feature_info``,
@@ -219,8 +217,6 @@ class BlockReplacement(nn.Module):
             index = {p: _pair_by_reduction(by_name[p], teacher) for p in points}
         self.teacher_index = index
         self.pairs = {p: teacher_names[i] for p, i in index.items()}
-        log.info("block-wise replacement: %s", ", ".join(
-            f"student {p} -> teacher {t}" for p, t in self.pairs.items()))
         self.adapters = PointModules({
             p: adapter(by_name[p]["num_chs"], teacher.feature_info[i]["num_chs"],
                        by_name[p]["reduction"], teacher.feature_info[i]["reduction"])

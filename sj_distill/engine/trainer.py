@@ -88,6 +88,9 @@ def run_recipe(recipe: Dict, out_dir: str | Path, data_dir: Optional[str] = None
 
         sync_bn.convert(student)
     trained, objective, checkpointed = student_objective(recipe, student, teacher)
+    if getattr(trained, "pairs", None):
+        log.info("block-wise replacement: %s", ", ".join(
+            f"student {p} -> teacher {t}" for p, t in trained.pairs.items()))
     trained = trained.to(device)
     ddp_model = trained
     if distributed.world_size() > 1:
