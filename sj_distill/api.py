@@ -39,16 +39,24 @@ def run_recipe(recipe: Union[str, Path, Mapping[str, Any]], out_dir: Union[None,
     ``runs/NAME``) and return its summary (``top1``, ``top5``, ``teacher_top1``, ...), as
     ``sj-distill recipe`` does.
 
-    The recipe is checked completely before anything is written or any data is read: a
-    mistake raises :class:`sj_distill.config.RecipeError` naming the key. ``resume``
-    continues the run in ``out_dir``; ``restart`` deletes its checkpoints and starts over.
-    Ctrl-C raises :class:`sj_distill.engine.runfolder.RunInterrupted` (a ``KeyboardInterrupt``
-    whose text says what is saved)."""
+    The recipe, the run folder (flags, a writable folder, no other run holding its lock) and
+    the data folder are checked before torch is imported, then the whole recipe before
+    anything is written: a mistake raises :class:`sj_distill.config.RecipeError` naming the
+    key or the folder. ``resume`` continues the run in ``out_dir``; ``restart`` deletes its
+    checkpoints and starts over. Ctrl-C raises
+    :class:`sj_distill.engine.runfolder.RunInterrupted` (a ``KeyboardInterrupt`` whose text
+    says what is saved)."""
     recipe = load(recipe, overrides)
     from .engine import runfolder
-    from .engine.trainer import run_recipe as run
 
     out_dir = Path(out_dir) if out_dir is not None else Path("runs") / recipe["name"]
+    runfolder.preflight(out_dir, resume, restart)
+    from .data.sources import check_root
+
+    data = recipe["data"]
+    check_root(data["name"], data_dir or data["root"], data["options"], data["download"])
+    from .engine.trainer import run_recipe as run
+
     try:
         return run(recipe, out_dir, data_dir=data_dir, resume=resume, restart=restart)
     except runfolder.RunInterrupted:

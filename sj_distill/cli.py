@@ -17,16 +17,17 @@ INTERRUPTED = 130
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    import yaml
+    import fnmatch
 
     from . import config
 
     groups = {}
-    for name in config.known_recipes():
-        data = yaml.safe_load(config.recipe_path(name).read_text()) or {}
+    for name in fnmatch.filter(config.known_recipes(), args.pattern):
+        data = config.parse_yaml(config.recipe_path(name).read_text()) or {}
         groups.setdefault(data.get("paper") or "Embedded toy data", []).append((name, data))
     order = ("rate-BP", "BRD", "TSER", "STAA", "Plain", "Teachers", "Embedded")
-    print("recipes (expected top-1 and where it comes from):")
+    print("recipes (expected top-1 and where it comes from):" if groups
+          else f"recipes: none match {args.pattern!r}")
     for paper, rows in sorted(groups.items(), key=lambda item: next(
             (i for i, prefix in enumerate(order) if item[0].startswith(prefix)), len(order))):
         print(f"  {paper}")
@@ -39,8 +40,9 @@ def _cmd_list(args: argparse.Namespace) -> int:
             print(f"    {name:<32} {shown:>6}  {kind:<13} {data.get('description', '')}")
     from . import models
 
-    print("models:")
-    for name in models.list_models(args.pattern):
+    names = models.list_models(args.pattern)
+    print("models:" if names else f"models: none match {args.pattern!r}")
+    for name in names:
         print(f"  {name}")
     return 0
 
@@ -63,15 +65,34 @@ def _raise_interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
+def _resume_command(args: argparse.Namespace, overrides: List[str], out_dir) -> str:
+    """The command that resumes the run ``args`` started, spelled out in full."""
+    import shlex
+
+    words = ["sj-distill", "recipe", args.name, *overrides, "--out", str(out_dir)]
+    if args.data_dir:
+        words += ["--data-dir", args.data_dir]
+    return shlex.join(words + ["--resume"])
+
+
 def _cmd_recipe(args: argparse.Namespace) -> int:
-    from .api import run_recipe
+    from pathlib import Path
+
+    from .api import load, run_recipe
+    from .engine import runfolder
 
     overrides = list(args.overrides)
     if args.epochs is not None:
         overrides.append(f"train.epochs={args.epochs}")
+    recipe = load(args.name, overrides)
+    out_dir = Path(args.out) if args.out else Path("runs") / recipe["name"]
+    args.run_folder = out_dir
     signal.signal(signal.SIGTERM, _raise_interrupt)  # SIGTERM ends a run as Ctrl-C does
-    summary = run_recipe(args.name, args.out, overrides=overrides, data_dir=args.data_dir,
-                         resume=args.resume, restart=args.restart)
+    try:
+        summary = run_recipe(recipe, out_dir, data_dir=args.data_dir, resume=args.resume,
+                             restart=args.restart)
+    except runfolder.RunInterrupted as err:
+        raise err.with_resume_command(_resume_command(args, overrides, out_dir)) from None
     from .engine import distributed
 
     if distributed.is_main():
@@ -87,7 +108,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
     import torch
 
-    from . import energy, models, sj
+    from . import energy, models, sj, zoo
 
     model = models.create_model(args.model, num_classes=args.num_classes)
     in_chans = model.conv1.in_channels if hasattr(model, "conv1") else model.layer1[0].in_channels
@@ -96,7 +117,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
     prof, handles = energy.attach(model, args.T)
     prof.batch = args.batch
     start = time.perf_counter()
-    with torch.no_grad():
+    with torch.no_grad(), zoo.input_size_checked(model, args.model, size, "--img-size "):
         logits = model(x)
     elapsed = time.perf_counter() - start
     for h in handles:
@@ -117,6 +138,16 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .engine.runfolder import check_writable
+
+    checkpoint = Path(args.checkpoint)
+    if args.out is not None:
+        check_writable(Path(args.out), "--out")
+    elif checkpoint.exists():
+        folder = checkpoint if checkpoint.is_dir() else checkpoint.parent
+        check_writable(folder, "eval.json goes next to the checkpoint: --out")
     from .engine.evaluation import evaluate_checkpoint, format_result
 
     result = evaluate_checkpoint(args.checkpoint, data_dir=args.data_dir, out_dir=args.out,
@@ -272,12 +303,44 @@ def main(argv: Optional[List[str]] = None) -> int:
         return args.func(args)
     except (KeyError, ValueError, FileNotFoundError, RuntimeError, TypeError) as err:
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
-        print(f"sj-distill: error: {message}", file=sys.stderr)
-        return 2
+        return _fail(f"sj-distill: error: {message}", 2, getattr(args, "run_folder", None))
     except KeyboardInterrupt as err:
         message = str(err) if str(err) else "interrupted"
-        print(f"sj-distill: {message}", file=sys.stderr)
-        return INTERRUPTED
+        return _fail(f"sj-distill: {message}", INTERRUPTED, getattr(args, "run_folder", None))
+    except OSError as err:  # the file system refused a write the checks could not foresee
+        return _fail(f"sj-distill: error: {_os_error_line(err)}", 2,
+                     getattr(args, "run_folder", None))
+
+
+def _os_error_line(err: OSError) -> str:
+    """One line for a failed file operation: what failed, on which file, and what to do."""
+    import errno
+
+    if err.errno == errno.ENOSPC:
+        where = f" while writing {err.filename}" if err.filename else ""
+        return (f"no space left on the disk{where}: free space there, then rerun (with "
+                "--resume to continue from the last saved epoch)")
+    where = f": {err.filename}" if err.filename else ""
+    return f"{err.strerror or type(err).__name__}{where} (check the folder's permissions and space)"
+
+
+def _fail(line: str, status: int, run_folder=None) -> int:
+    """Print the one line that ends the command and, when the run folder exists and has a
+    ``train.log``, append it there too (unless another live run holds the folder); return
+    ``status``."""
+    print(line, file=sys.stderr)
+    if "sj_distill.engine.runlog" in sys.modules:
+        from .engine import runlog
+
+        if runlog.record_error(line):
+            runlog.stop_logging()
+            return status
+        runlog.stop_logging()
+    if run_folder is not None:
+        from .engine import runfolder
+
+        runfolder.append_to_log(run_folder, line)
+    return status
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Recipes: YAML data validated against a typed schema, with ``key=value`` overrides.
 
-A recipe is loaded with ``yaml.safe_load`` (it can never import or run code), merged over the
+A recipe is loaded with a ``yaml.SafeLoader`` (it can never import or run code), merged over the
 schema's defaults, and checked: an unknown key or a wrong type is one ``RecipeError`` naming
 the key and the file. Free-form sections (``student.neuron``, ``train.loss`` parameters, ...)
 are checked later by the registry that consumes them, against the builder's signature.
@@ -8,6 +8,7 @@ are checked later by the registry that consumes them, against the builder's sign
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Sequence, Tuple, Union
 
@@ -56,6 +57,7 @@ SCHEMA: Dict[str, Any] = {
         "workers": (int, 0),
         "prefetch_factor": (int, 2),
         "pin_memory": (OPT_BOOL, None),
+        "reshuffle": (bool, True),
         "options": (dict, {}),
     },
     "teacher": {
@@ -81,8 +83,10 @@ SCHEMA: Dict[str, Any] = {
         "epochs": (int, 10),
         "max_batches": (OPT_INT, None),
         "scale_grad_by_T": (bool, True),
+        "max_pool": (str, "rate"),
         "amp": (str, "none"),
         "sync_bn": (bool, False),
+        "sync_bn_rate_pass": (str, "global"),
         "optimizer": {
             "name": (str, "sgd"),
             "lr": (NUMBER, 0.1),
@@ -106,13 +110,41 @@ SCHEMA: Dict[str, Any] = {
 }
 
 METHODS = ("bptt", "rate")
+#: ``train.max_pool``: the rate pass's max-pool rule (sj_distill.rate.enable's ``max_pool``)
+MAX_POOL_RULES = ("rate", "spikes")
 #: what a value in ``sources`` may cite (optionally followed by ": detail")
-SOURCE_KINDS = ("paper", "public code", "our choice", "measured", "not recovered")
+SOURCE_KINDS = ("paper", "public code", "sibling code", "our choice", "measured",
+                "not recovered")
 AMP_MODES = ("none", "bf16", "fp16")
 
 
 class RecipeError(ValueError):
     """A recipe that cannot be used; the message names the file and the key."""
+
+
+class _YAMLLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that also reads ``1e6`` / ``5E-4`` as floats (YAML 1.2; YAML 1.1,
+    which PyYAML follows, wants a dot, ``1.0e+6``, and reads ``1e6`` as a string)."""
+
+
+_YAMLLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789"))
+
+
+def parse_yaml(text: str):
+    """YAML ``text`` parsed safely (plain data only, never code), numbers as YAML 1.2 reads
+    them."""
+    return yaml.load(text, Loader=_YAMLLoader)
+
+
+def _yaml_problem(err: yaml.YAMLError) -> str:
+    """``line L, column C: problem`` of a YAML error (1-based, as editors count)."""
+    mark = getattr(err, "problem_mark", None)
+    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+    if mark is None:
+        return problem
+    return f"line {mark.line + 1}, column {mark.column + 1}: {problem}"
 
 
 def _type_name(types) -> str:
@@ -157,12 +189,46 @@ def _check_choices(recipe: Dict, source: str) -> None:
     train = recipe["train"]
     if train["method"] not in METHODS:
         raise RecipeError(f"{source}: 'train.method' must be one of {METHODS}, got {train['method']!r}")
+    if train["max_pool"] not in MAX_POOL_RULES:
+        raise RecipeError(f"{source}: 'train.max_pool' must be 'rate' (max-pool the rate map, "
+                          f"the rate-BP public code's rule) or 'spikes' (the time-mean of the "
+                          f"pooled spikes), got {train['max_pool']!r}")
+    if train["sync_bn_rate_pass"] not in ("global", "local"):
+        raise RecipeError(f"{source}: 'train.sync_bn_rate_pass' must be 'global' (the global "
+                          f"batch in both rate-BP passes) or 'local' (each rank's own statistics "
+                          f"in the rate pass, as the public rate-BP code), got "
+                          f"{train['sync_bn_rate_pass']!r}")
     if train["amp"] not in AMP_MODES:
         raise RecipeError(f"{source}: 'train.amp' must be one of {AMP_MODES}, got {train['amp']!r}")
     if train["epochs"] < 0:
         raise RecipeError(f"{source}: 'train.epochs' must be >= 0, got {train['epochs']}")
-    if recipe["data"]["T"] < 1:
-        raise RecipeError(f"{source}: 'data.T' must be >= 1, got {recipe['data']['T']}")
+    _check_sizes(recipe, source)
+
+
+#: Largest ``data.T`` and ``data.img_size`` accepted (the papers use T <= 10 and 224 px).
+MAX_T = 1024
+MAX_IMG_SIZE = 2048
+
+
+def _check_sizes(recipe: Dict, source: str) -> None:
+    """Sizes that must be positive are, and ``T`` / ``img_size`` are within sane limits."""
+    data, train = recipe["data"], recipe["train"]
+    positive = {"data.T": data["T"], "data.img_size": data["img_size"],
+                "data.batch_size": data["batch_size"],
+                "data.eval_batch_size": data["eval_batch_size"],
+                "train.max_batches": train["max_batches"]}
+    for key, value in positive.items():
+        if value is not None and value < 1:
+            raise RecipeError(f"{source}: '{key}' must be >= 1, got {value}")
+    if recipe["teacher"]["train"]["epochs"] < 0:
+        raise RecipeError(f"{source}: 'teacher.train.epochs' must be >= 0, got "
+                          f"{recipe['teacher']['train']['epochs']}")
+    for key, value, limit in (("data.T", data["T"], MAX_T),
+                              ("data.img_size", data["img_size"], MAX_IMG_SIZE)):
+        if value > limit:
+            raise RecipeError(f"{source}: '{key}' is {value}, above the limit of {limit}: "
+                              "training memory grows with it (BPTT: with T x img_size^2), "
+                              "so this cannot run; use a smaller value")
 
 
 def _check_sources(recipe: Dict, source: str) -> None:
@@ -193,12 +259,17 @@ def known_recipes() -> List[str]:
 
 
 def recipe_path(name_or_path: str) -> Path:
-    """The YAML file of a shipped recipe name, or an existing ``.yaml`` path."""
+    """The YAML file of a shipped recipe name, or an existing ``.yaml`` path. A name is a
+    name: one with a folder in it (``../../x``) is refused, a path must end in ``.yaml``."""
     path = Path(name_or_path)
     if path.suffix in (".yaml", ".yml"):
         if not path.is_file():
             raise RecipeError(f"recipe file {path} does not exist")
         return path
+    if len(path.parts) != 1 or name_or_path.startswith("."):
+        raise RecipeError(f"{name_or_path!r} is not a recipe name (names have no folders; see "
+                          "`sj-distill list`): to run a recipe file, give its path with the "
+                          f".yaml ending, e.g. {name_or_path}.yaml")
     shipped = RECIPE_DIR / f"{name_or_path}.yaml"
     if not shipped.is_file():
         raise RecipeError(f"unknown recipe {name_or_path!r}; known recipes: "
@@ -214,7 +285,13 @@ def parse_override(text: str) -> Tuple[List[str], Any]:
     key, value = text.split("=", 1)
     if not key:
         raise RecipeError(f"override {text!r} has an empty key")
-    return key.split("."), yaml.safe_load(value) if value else ""
+    try:
+        parsed = parse_yaml(value) if value else ""
+    except yaml.YAMLError as err:
+        raise RecipeError(f"override {text!r}: the value is not valid YAML "
+                          f"({_yaml_problem(err)}); quote it to pass a string, e.g. "
+                          f"{key}='\"{value}\"'") from None
+    return key.split("."), parsed
 
 
 def _override_items(overrides: Union[Sequence[str], Mapping[str, Any]]):
@@ -254,10 +331,9 @@ def load_recipe(name_or_path: str,
     """Load, override and validate a recipe by shipped name or YAML path."""
     path = recipe_path(name_or_path)
     try:
-        data = yaml.safe_load(path.read_text())
+        data = parse_yaml(path.read_text())
     except yaml.YAMLError as err:
-        raise RecipeError(f"{path}: not valid YAML ({err.__class__.__name__}: "
-                          f"{str(err).splitlines()[0]})") from None
+        raise RecipeError(f"{path}: not valid YAML at {_yaml_problem(err)}") from None
     data = apply_overrides(data or {}, overrides or [])
     source = str(path) + (" (with overrides)" if overrides else "")
     return validate(data, source)

@@ -11,13 +11,13 @@ At inference only the student is used.
 from __future__ import annotations
 
 from fractions import Fraction
-from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import rate
+from . import rate, sj
 from .teachers import Teacher
 
 AdapterFactory = Callable[[int, int, int, int], nn.Module]
@@ -86,62 +86,15 @@ def student_stages(student: nn.Module) -> List[Dict]:
     else every ``feature_info`` entry after the stem)."""
     info = getattr(student, "feature_info", None)
     if not info:
-        raise TypeError(f"{type(student).__name__} has no feature_info; pass points=[module "
-                        "paths] and sample=(C, H, W) to measure them, or give it a timm-style "
-                        "list of dict(module=..., num_chs=..., reduction=...) (stem first), "
-                        "e.g. with sj_distill.zoo.cifar_student")
+        raise TypeError(
+            f"{type(student).__name__} has no feature_info, so BRD cannot find its stages: set "
+            "student.feature_info = sj_distill.zoo.measure_feature_info(student, [stem, "
+            "stage1, stage2, ...], in_chans) with the names of the modules that end the stem "
+            "and each stage (a SpikingJelly zoo model: sj_distill.zoo.cifar_student does it)")
     by_name = {row["module"]: row for row in info}
     if hasattr(student, "stages"):
         return [by_name[name] for name, _ in student.stages()]
     return list(info[1:])
-
-
-def _shape_recorder(shapes: Dict[str, torch.Size], point: str):
-    def hook(module, inputs, output):
-        shapes.setdefault(point, output.shape)
-    return hook
-
-
-def measure_stages(student: nn.Module, points: Sequence[str],
-                   sample: Tuple[int, int, int]) -> List[Dict]:
-    """``feature_info`` rows of the student modules ``points``, measured on one forward of a
-    ``[1, 1, C, H, W]`` zero input (``sample = (C, H, W)``): channels and stride (a power of
-    two, see :func:`sj_distill.teachers.measured_reduction`). For a student without a
-    ``feature_info`` (e.g. your own SpikingJelly model)."""
-    from spikingjelly.activation_based import functional
-
-    from .teachers import measured_reduction
-
-    shapes: Dict[str, torch.Size] = {}
-    hooks = []
-    for point in points:
-        try:
-            module = student.get_submodule(point)
-        except AttributeError:
-            raise ValueError(f"replacement point {point!r} is not a module of "
-                             f"{type(student).__name__}") from None
-        hooks.append(module.register_forward_hook(_shape_recorder(shapes, point)))
-    was_training = student.training
-    try:
-        student.eval()
-        with torch.no_grad():
-            student(torch.zeros(1, 1, *sample))
-    finally:
-        for hook in hooks:
-            hook.remove()
-        functional.reset_net(student)
-        student.train(was_training)
-    rows = []
-    for point in points:
-        shape = shapes.get(point)
-        if shape is None or len(shape) != 5:
-            raise ValueError(f"student module {point!r} gave "
-                             f"{'no output' if shape is None else tuple(shape)} on a "
-                             "[1, 1, C, H, W] probe; a replacement point must output "
-                             "[T, B, C, H, W] feature maps")
-        rows.append(dict(module=point, num_chs=shape[2],
-                         reduction=measured_reduction(sample[-1], shape[-1])))
-    return rows
 
 
 def _pair_by_reduction(row: Dict, teacher: Teacher) -> int:
@@ -158,47 +111,56 @@ def _pair_by_reduction(row: Dict, teacher: Teacher) -> int:
 
 
 class BlockReplacement(nn.Module):
-    """A student SNN, a frozen :class:`Teacher` and one hybrid per replacement point.
+    """Hybrid block-wise replacement (BRD; Yang, Yu et al., CVPR 2025): a student SNN, a frozen
+    :class:`Teacher` and one hybrid per replacement point, each running the student up to the
+    point, an adapter, then the teacher's remaining stages and head.
 
     Args:
-        student: multi-step SNN ``[T,B,C,H,W] -> [T,B,K]`` with ``feature_info`` (e.g. a
-            ``sj_distill.models`` backbone or a zoo model after ``zoo.cifar_student``); may
-            have rate-based backprop enabled (``sj_distill.rate.enable``).
+        student: multi-step SNN ``[T,B,C,H,W] -> [T,B,K]`` (``step_mode='m'``) with a
+            timm-style ``feature_info`` naming its stem and stages (below); may have rate-based
+            backprop enabled (``sj_distill.rate.enable``).
         teacher: from :func:`sj_distill.teachers.create_teacher`.
         points: student stage names (default: every main stage but the last, so a two-stage
-            student gets one hybrid: name both to get two), each paired with the deepest
-            teacher feature of the same reduction (equal channels preferred), or a dict
-            ``{student_stage: teacher_module}`` naming the pairs explicitly. The chosen pairs
-            are kept in ``pairs`` (a recipe run logs them).
+            student such as ``csnn`` gets one hybrid: name both to get two), each paired
+            with the deepest teacher feature of the same reduction (equal channels preferred),
+            or a dict ``{student_stage: teacher_module}`` naming the pairs explicitly.
         adapter: ``factory(in_chs, out_chs, in_reduction, out_reduction) -> nn.Module``
             (default :class:`Adapter`).
-        sample: ``(C, H, W)`` of one input image: for a student without ``feature_info``,
-            the channels and strides of ``points`` (required then) are measured on a probe
-            (:func:`measure_stages`) instead.
+
+    ``student.feature_info``: a list of ``dict(module=name, num_chs=C, reduction=R)``, stem
+    first, then the module ending each stage. ``sj_distill.models`` backbones carry it; a zoo
+    model gets it from :func:`sj_distill.zoo.cifar_student`; for your own model, measure it::
+
+        student.feature_info = zoo.measure_feature_info(
+            student, ["stem", "stage1", "stage2", "stage3"], in_chans=3)   # your module names
+        model = BlockReplacement(student, create_teacher("resnet18", num_classes=10))
+        out = model(x)                                  # x: [T, B, C, H, W]
+        loss = BRDLoss()(out["student"], out["teacher"], y, hybrid_logits=out["hybrids"])
 
     ``forward(x, teacher_input=None)`` returns a dict: ``student`` (``[T,B,K]``, or ``[B,K]``
     from a rate pass), ``teacher`` ``[B,K]`` (on ``teacher_input``, default ``x.mean(0)``),
     ``hybrids`` ``{point: [B,K]}`` and ``feature_pairs`` ``{point: (adapted, teacher
-    feature)}``. ``pairs`` maps each point to its teacher module name.
+    feature)}``. ``pairs`` maps each point to its teacher module name. Walk-through:
+    ``docs/distill.md``.
     """
 
     def __init__(self, student: nn.Module, teacher: Teacher,
                  points: Union[None, Sequence[str], Mapping[str, str]] = None,
-                 adapter: AdapterFactory = Adapter,
-                 sample: Optional[Tuple[int, int, int]] = None):
+                 adapter: AdapterFactory = Adapter):
+        """Pair each point with a teacher feature, build its adapter and hook the student's
+        stage (see the class docstring for the arguments). Raises ``TypeError`` /
+        ``ValueError`` naming the fix for a student without ``feature_info``, in mixed or
+        single step modes, or unknown / unpairable points."""
         super().__init__()
         if not isinstance(teacher, Teacher):
             raise TypeError("teacher must be a sj_distill.teachers.Teacher (create_teacher / "
                             f"split_model), got {type(teacher).__name__}")
+        if sj.check_step_mode(student, "BlockReplacement") != "m":
+            raise ValueError("BlockReplacement: the student is single-step; BRD takes a "
+                             "multi-step SNN ([T, B, C, H, W] in): call spikingjelly."
+                             "activation_based.functional.set_step_mode(student, 'm') first")
         self.student, self.teacher = student, teacher
-        if getattr(student, "feature_info", None) or sample is None:
-            stages = student_stages(student)
-        elif points is None:
-            raise ValueError(f"{type(student).__name__} has no feature_info: name the "
-                             "replacement points (points=[module paths]) and they are measured "
-                             "on the sample")
-        else:
-            stages = measure_stages(student, list(points), tuple(sample))
+        stages = student_stages(student)
         by_name = {row["module"]: row for row in stages}
         if points is None:
             points = [row["module"] for row in stages[:-1]]
@@ -250,6 +212,13 @@ class BlockReplacement(nn.Module):
         return [p for p in self.parameters() if p.requires_grad]
 
     def forward(self, x: torch.Tensor, teacher_input: Optional[torch.Tensor] = None) -> Dict:
+        """Student, teacher and hybrids on ``x`` ``[T, B, C, H, W]``.
+
+        The teacher sees ``teacher_input`` (default ``x.mean(0)``, ``[B, C, H, W]``) without
+        gradients. Returns ``dict(student=[T,B,K] (or [B,K] from a rate pass),
+        teacher=[B,K], hybrids={point: [B,K]}, feature_pairs={point: (adapted, teacher
+        feature)})``; pass it to :class:`~sj_distill.losses.BRDLoss` as
+        ``loss(out["student"], out["teacher"], y, hybrid_logits=out["hybrids"])``."""
         if x.dim() != 5:
             raise ValueError(f"expected student input [T, B, C, H, W], got {tuple(x.shape)}")
         self._captured = {}

@@ -149,8 +149,11 @@ class BRDLoss(_PartsLoss):
     + w_feat * FeatureAlignment`` with ``KD(a, b) = tau^2 KL(softmax(b/tau) || softmax(a/tau))``,
     ``y_S`` the time-mean student logits and ``y_Mk`` the hybrids' logits ``[B, K]``.
 
-    Called as ``loss(student_logits, teacher_logits, target, hybrid_logits={point: y_Mk},
-    feature_pairs=None)``; ``feature_pairs`` is needed when ``feature_weight > 0``.
+    Called with the output ``out`` of :class:`~sj_distill.hybrid.BlockReplacement` as
+    ``loss(out["student"], out["teacher"], target, hybrid_logits=out["hybrids"])``:
+    ``hybrid_logits`` is required (a keyword), since leaving the hybrids out would quietly
+    train plain KD; an empty mapping is refused unless both hybrid weights are 0.
+    ``feature_pairs=out["feature_pairs"]`` is needed when ``feature_weight > 0``.
     Parts: ``ce``, ``kd``, ``hybrid_ce``, ``hybrid_kd`` (means over hybrids), ``feature``
     (when used), ``total``.
     """
@@ -167,8 +170,8 @@ class BRDLoss(_PartsLoss):
         self.feature_weight, self.tau = feature_weight, tau
         self.feature_loss = FeatureAlignmentLoss()
 
-    def forward(self, student_logits, teacher_logits, target,
-                hybrid_logits: Optional[Mapping[str, torch.Tensor]] = None,
+    def forward(self, student_logits, teacher_logits, target, *,
+                hybrid_logits: Mapping[str, torch.Tensor],
                 feature_pairs: Optional[Mapping[str, Tuple[torch.Tensor, torch.Tensor]]] = None):
         z = _per_step(student_logits)
         _check(z, teacher_logits, target)
@@ -184,6 +187,10 @@ class BRDLoss(_PartsLoss):
             parts["hybrid_kd"] = kl_to_teacher(hybrids, teacher_logits, self.tau)
             total = total + self.hybrid_ce_weight * parts["hybrid_ce"] \
                 + self.hybrid_kd_weight * parts["hybrid_kd"]
+        elif self.hybrid_ce_weight > 0 or self.hybrid_kd_weight > 0:
+            raise ValueError("BRDLoss got no hybrid logits (hybrid_logits is empty): pass "
+                             "hybrid_logits=out['hybrids'] from a BlockReplacement with at least "
+                             "one point, or set hybrid_ce_weight=hybrid_kd_weight=0 for plain KD")
         if self.feature_weight > 0:
             if not feature_pairs:
                 raise ValueError("BRDLoss(feature_weight > 0) needs feature_pairs=out"

@@ -17,7 +17,7 @@ from typing import Callable, Iterator, Optional
 
 import torch
 from torch import nn
-from spikingjelly.activation_based import functional, neuron, surrogate
+from spikingjelly.activation_based import base, functional, layer, neuron, surrogate
 
 SJ_VERSION: str = importlib.metadata.version("spikingjelly")
 #: True on the 0.0.0.0.x series (backend argument, CuPy kernels).
@@ -183,7 +183,10 @@ def make_neuron(
 def neuron_factory(**params) -> Callable[..., nn.Module]:
     """A zero-argument-callable building fresh neurons with ``params`` (see :func:`make_neuron`).
 
-    Extra keyword arguments at call time (as SpikingJelly's zoo passes) are ignored."""
+    Extra keyword arguments at call time (as SpikingJelly's zoo passes) are ignored. The
+    neurons are multi-step (``step_mode='m'``) unless ``params`` say otherwise: a zoo model
+    built with this factory mixes step modes until ``zoo.cifar_student`` (or
+    ``functional.set_step_mode(model, 'm')``) runs; see :func:`check_step_mode`."""
     make_neuron(**params)  # validate once, eagerly
 
     @functools.wraps(make_neuron)
@@ -250,6 +253,74 @@ def modules_replaced(model: nn.Module) -> None:
 def set_step_mode(model: nn.Module, step_mode: str) -> None:
     """Set ``step_mode`` (``'s'`` or ``'m'``) on every SpikingJelly module of ``model``."""
     functional.set_step_mode(model, step_mode)
+
+
+#: SpikingJelly containers whose children keep their own step mode (``set_step_mode`` leaves
+#: them alone): a multi-step container running single-step modules step by step, etc. Names
+#: missing from a version (the ``TLast*`` ones on 0.0.0.0.14) are skipped.
+_OWN_STEP_MODE_CONTAINERS = tuple(
+    getattr(layer, name) for name in (
+        "StepModeContainer", "MultiStepContainer", "SeqToANNContainer", "TLastMultiStepContainer",
+        "TLastSeqToANNContainer", "ElementWiseRecurrentContainer", "LinearRecurrentContainer")
+    if hasattr(layer, name))
+
+
+class MixedStepModeError(ValueError):
+    """A model whose SpikingJelly modules are not all in one step mode."""
+
+
+def _step_mode_of(module: nn.Module) -> Optional[str]:
+    """``'s'`` / ``'m'`` for a SpikingJelly step module (containers fixed to one mode may not
+    store it: their only supported mode), None for any other module."""
+    if not isinstance(module, base.StepModule):
+        return None
+    try:
+        return module.step_mode
+    except AttributeError:
+        supported = tuple(module.supported_step_mode())
+        return supported[0] if len(supported) == 1 else None
+
+
+def step_modes(model: nn.Module) -> dict:
+    """``{'m': [names], 's': [names]}`` of the SpikingJelly step modules of ``model`` (the model
+    itself is named ``''``), in module order. Children of containers that keep their own step
+    mode (``MultiStepContainer``, ``SeqToANNContainer``, recurrent containers, ...) are left
+    out, as ``functional.set_step_mode`` leaves them out."""
+    modes = {"m": [], "s": []}
+    pending = [("", model)]
+    while pending:
+        name, module = pending.pop()
+        mode = _step_mode_of(module)
+        if mode is not None:
+            modes.setdefault(mode, []).append(name)
+        if not isinstance(module, _OWN_STEP_MODE_CONTAINERS):
+            pending.extend(reversed([(f"{name}.{child}" if name else child, m)
+                                     for child, m in module.named_children()]))
+    return modes
+
+
+def check_step_mode(model: nn.Module, caller: str) -> str:
+    """Refuse a model that mixes SpikingJelly step modes; return its mode (``'m'`` or ``'s'``;
+    ``'m'`` when it has no step modules).
+
+    A model with multi-step neurons and single-step layers (e.g. a zoo model built with
+    ``spiking_neuron=neuron_factory(...)``, whose factory makes ``step_mode='m'`` neurons,
+    before ``zoo.cifar_student`` or ``functional.set_step_mode``) runs without an error, but
+    its neurons take the batch axis of a ``[B, ...]`` input for time: the samples of a batch
+    leak into each other and every number it gives is wrong. ``caller`` starts the one-line
+    :class:`MixedStepModeError`, which names modules of both modes and the fix."""
+    modes = step_modes(model)
+    if modes["m"] and modes["s"]:
+        def first(names):
+            shown = ", ".join(repr(n or "<model>") for n in names[:2])
+            return shown + (f" and {len(names) - 2} more" if len(names) > 2 else "")
+        raise MixedStepModeError(
+            f"{caller}: {type(model).__name__} mixes step modes (multi-step: {first(modes['m'])}; "
+            f"single-step: {first(modes['s'])}), so its neurons would take the batch for time "
+            "and mix the samples; call spikingjelly.activation_based.functional.set_step_mode("
+            "model, 'm') first (a SpikingJelly zoo model: sj_distill.zoo.cifar_student(model, "
+            "num_classes) does it)")
+    return "s" if modes["s"] else "m"
 
 
 def is_spiking_neuron(module: nn.Module) -> bool:

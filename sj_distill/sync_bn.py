@@ -14,6 +14,8 @@ and the backward carries every rank's share of the mean and variance terms, as o
 on the concatenated batch would. With one process (or outside ``torch.distributed``) it is an
 ordinary BatchNorm. Rate-based backprop (:mod:`sj_distill.rate`) uses the same reduction:
 once per layer in the spike pass (no autograd) and once in the rate pass (autograd).
+``rate_pass_stats="local"`` gives the public rate-BP code's behaviour instead: the spike pass
+is synchronised, the rate pass uses each rank's own statistics (no collective there).
 """
 from __future__ import annotations
 
@@ -25,7 +27,10 @@ from torch import nn
 from spikingjelly.activation_based import base
 
 __all__ = ["SyncBatchNorm", "convert", "global_mean_var", "global_moments", "is_synchronised",
-           "normalise", "update_running_stats"]
+           "normalise", "update_running_stats", "RATE_PASS_STATS"]
+
+#: What a synchronised BatchNorm's rate-BP rate pass normalises with.
+RATE_PASS_STATS = ("global", "local")
 
 
 def _world(group) -> int:
@@ -88,21 +93,30 @@ class SyncBatchNorm(nn.modules.batchnorm._BatchNorm, base.StepModule):
     """BatchNorm over the global batch of all ranks, for ``[N, C, ...]`` (``step_mode='s'``)
     or ``[T, N, C, ...]`` (``step_mode='m'``, time folded into the batch as SpikingJelly's BN
     does). Running statistics are updated with the global batch's mean and unbiased
-    variance, identically on every rank. Eval mode, or a single process: plain BatchNorm."""
+    variance, identically on every rank. Eval mode, or a single process: plain BatchNorm.
+    ``rate_pass_stats`` matters only under rate-based backprop: ``"global"`` (default) the
+    rate pass uses the global batch too; ``"local"`` each rank's own spike-pass statistics and
+    rate-batch moments (what the public rate-BP code's hooks do on torch's SyncBatchNorm)."""
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: Optional[float] = 0.1,
                  affine: bool = True, track_running_stats: bool = True, step_mode: str = "s",
-                 process_group=None):
+                 process_group=None, rate_pass_stats: str = "global"):
         super().__init__(num_features, eps, momentum, affine, track_running_stats)
+        if rate_pass_stats not in RATE_PASS_STATS:
+            raise ValueError(f"rate_pass_stats must be 'global' (the global batch in both "
+                             f"rate-BP passes) or 'local' (each rank's own statistics in the rate "
+                             f"pass, as the public rate-BP code), got {rate_pass_stats!r}")
         self.step_mode = step_mode
         self.process_group = process_group
+        self.rate_pass_stats = rate_pass_stats
 
     def _check_input_dim(self, x: torch.Tensor) -> None:
         if x.dim() < 2:
             raise ValueError(f"SyncBatchNorm expects [N, C, ...], got shape {tuple(x.shape)}")
 
     def extra_repr(self) -> str:
-        return super().extra_repr() + f", step_mode={self.step_mode}"
+        return super().extra_repr() + f", step_mode={self.step_mode}, " \
+            f"rate_pass_stats={self.rate_pass_stats}"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.step_mode == "m":
@@ -119,15 +133,16 @@ class SyncBatchNorm(nn.modules.batchnorm._BatchNorm, base.StepModule):
         return normalise(self, x, mean, var)
 
 
-def convert(model: nn.Module, process_group=None) -> nn.Module:
+def convert(model: nn.Module, process_group=None, rate_pass_stats: str = "global") -> nn.Module:
     """Replace every ``nn.BatchNorm1d/2d/3d`` of ``model`` (SpikingJelly's ``layer.BatchNorm*``
     included, keeping its step mode; BNs inside ``SeqToANNContainer`` stay single-step there)
     by :class:`SyncBatchNorm` with the same parameters and buffers; returns the model (a
-    BatchNorm passed as ``model`` comes back converted)."""
+    BatchNorm passed as ``model`` comes back converted). ``rate_pass_stats``: see
+    :class:`SyncBatchNorm`."""
     if isinstance(model, (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)):
         bn = SyncBatchNorm(model.num_features, model.eps, model.momentum, model.affine,
                            model.track_running_stats, getattr(model, "step_mode", "s"),
-                           process_group)
+                           process_group, rate_pass_stats)
         floats = [t for t in (*model.parameters(), *model.buffers()) if t.is_floating_point()]
         if floats:
             bn.to(device=floats[0].device, dtype=floats[0].dtype)
@@ -135,7 +150,7 @@ def convert(model: nn.Module, process_group=None) -> nn.Module:
         bn.requires_grad_(any(p.requires_grad for p in model.parameters()))
         return bn.train(model.training)
     for name, child in model.named_children():
-        converted = convert(child, process_group)
+        converted = convert(child, process_group, rate_pass_stats)
         if converted is not child:
             setattr(model, name, converted)
     return model

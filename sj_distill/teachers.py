@@ -86,18 +86,33 @@ def _unwrap_state_dict(obj) -> Dict[str, torch.Tensor]:
     return {k[len("module."):] if k.startswith("module.") else k: v for k, v in obj.items()}
 
 
+def read_state_dict(path: str) -> Dict[str, torch.Tensor]:
+    """The state dict in the local file ``path`` (see :func:`load_weights` for the layouts it
+    accepts), read with ``weights_only=True``: a file holding other pickled objects is refused
+    before any of it is unpickled (:class:`~sj_distill.engine.checkpoint.CheckpointError`), one
+    that holds no state dict is one ``ValueError``."""
+    from .engine.checkpoint import read
+
+    try:
+        return _unwrap_state_dict(read(path))
+    except ValueError as err:
+        raise ValueError(f"teacher weights file {path!r}: {err}") from None
+
+
 def load_weights(model: nn.Module, path: str, ignore_head: bool = False) -> nn.Module:
     """Load a local timm / torchvision state dict or an sj-distill checkpoint into ``model``.
 
     Accepts a bare state dict or a dict holding one under ``state_dict`` / ``model`` /
     ``teacher``; a ``module.`` prefix (DDP) is stripped. ``ignore_head=True`` skips the
     classifier (``pretrained_cfg['classifier']``), e.g. ImageNet weights for a 10-class teacher.
-    Any other missing, unexpected or mis-shaped key raises one ``ValueError`` naming them.
+    Any other missing, unexpected or mis-shaped key raises one ``ValueError`` naming them; a
+    file that is not tensors and plain data is refused without being unpickled
+    (:class:`~sj_distill.engine.checkpoint.CheckpointError`).
     """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"teacher weights file {path!r} does not exist; nothing is "
                                 "downloaded, give the path of a local .pth/.pt state dict")
-    state = _unwrap_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    state = read_state_dict(path)
     own = model.state_dict()
     head = getattr(model, "pretrained_cfg", {}).get("classifier") if ignore_head else None
     skip = (lambda k: head is not None and k.startswith(head + "."))

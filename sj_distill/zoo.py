@@ -14,7 +14,9 @@ and reductions are those the model really produces. See ``docs/zoo.md`` for ever
 """
 from __future__ import annotations
 
-from typing import List
+import contextlib
+import math
+from typing import Iterator, List, Optional
 
 import torch
 from torch import nn
@@ -94,11 +96,65 @@ def _cifar_vgg(model: nn.Module, num_classes: int, in_chans: int, avgpool_vgg: b
     return [f"features.{i}" for i in [stem] + pools]
 
 
-def measure_feature_info(model: nn.Module, modules: List[str], in_chans: int,
-                         size: int = PROBE_SIZE) -> List[dict]:
-    """timm-style ``feature_info`` of a multi-step model: ``dict(module, num_chs, reduction)``
-    for each named module, measured on one ``[1, 1, in_chans, size, size]`` probe (eval mode,
-    no autograd; the model's state is reset afterwards and its mode restored)."""
+class _FeatureMismatch(Exception):
+    """A linear layer got another number of features than it was built for."""
+
+    def __init__(self, module: str, expected: int, got: int):
+        super().__init__(module, expected, got)
+        self.module, self.expected, self.got = module, expected, got
+
+    def size_for(self, size: int) -> Optional[int]:
+        """The input height/width that gives the layer its features, when a flattened feature
+        map scales with the input's area (a flatten head); None when no whole size does."""
+        guess = size * math.sqrt(self.expected / self.got)
+        return round(guess) if round(guess) > 0 and abs(guess - round(guess)) < 1e-6 else None
+
+    def explain(self, what: str, size: int, fix: str) -> str:
+        """One line: what did not fit, the input size it needs, how to give it (``fix``)."""
+        expected = self.size_for(size)
+        line = (f"{what} does not take {size}x{size} inputs: its {self.module!r} takes "
+                f"{self.expected} features, a {size}x{size} input gives it {self.got}")
+        if expected is None:
+            return f"{line}; give the input size the model is built for ({fix})"
+        return f"{line}; it expects {expected}x{expected} inputs ({fix}{expected})"
+
+
+@contextlib.contextmanager
+def _linear_inputs_checked(model: nn.Module) -> Iterator[None]:
+    """Raise :class:`_FeatureMismatch` before a linear layer of ``model`` multiplies an input of
+    the wrong width (instead of torch's ``mat1 and mat2 shapes cannot be multiplied``)."""
+    def check(name):
+        def pre_hook(module, inputs):
+            got = inputs[0].shape[-1]
+            if got != module.in_features:
+                raise _FeatureMismatch(name, module.in_features, got)
+        return pre_hook
+
+    handles = [m.register_forward_pre_hook(check(n)) for n, m in model.named_modules()
+               if isinstance(m, nn.Linear)]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+@contextlib.contextmanager
+def input_size_checked(model: nn.Module, what: str, size: int, fix: str) -> Iterator[None]:
+    """Run ``model`` inside the block on ``size`` x ``size`` inputs; a linear layer (a flatten
+    head) that gets another number of features than it was built for raises one
+    ``ValueError`` naming the input size the model expects: ``"{what} does not take 16x16
+    inputs: ...; it expects 48x48 inputs ({fix}48)"``."""
+    try:
+        with _linear_inputs_checked(model):
+            yield
+    except _FeatureMismatch as mismatch:
+        raise ValueError(mismatch.explain(what, size, fix)) from None
+
+
+def _probe_shapes(model: nn.Module, modules: List[str], in_chans: int, size: int) -> dict:
+    """Output shapes of ``modules`` on one ``[1, 1, in_chans, size, size]`` probe (eval mode,
+    no autograd; the model's state is reset and its mode restored)."""
     shapes = {}
 
     def hook(name):
@@ -110,14 +166,53 @@ def measure_feature_info(model: nn.Module, modules: List[str], in_chans: int,
     was_training = model.training
     try:
         model.eval()
-        with torch.no_grad():
+        with torch.no_grad(), _linear_inputs_checked(model):
             model(torch.zeros(1, 1, in_chans, size, size))
     finally:
         for handle in handles:
             handle.remove()
         model.train(was_training)
         sj.reset(model)
-    return [dict(module=name, num_chs=shapes[name][2], reduction=size // shapes[name][-1])
+    return shapes
+
+
+def measure_feature_info(model: nn.Module, modules: List[str], in_chans: int,
+                         size: Optional[int] = None) -> List[dict]:
+    """timm-style ``feature_info`` of a multi-step model: ``dict(module, num_chs, reduction)``
+    for each named module, measured on one ``[1, 1, in_chans, size, size]`` probe (eval mode,
+    no autograd; the model's state is reset and its mode restored).
+
+    ``size``: the input height/width the model is built for. None (default): 32
+    (:data:`PROBE_SIZE`), or, when a flatten head does not take a 32x32 input's features (a
+    model built for 28x28 images), the size whose features it takes. A probe that does not
+    run raises one ``ValueError`` naming the size to pass."""
+    what = f"measure_feature_info: {type(model).__name__}"
+    probe_size = PROBE_SIZE if size is None else size
+    try:
+        shapes = _probe_shapes(model, modules, in_chans, probe_size)
+    except _FeatureMismatch as mismatch:
+        inferred = mismatch.size_for(probe_size)
+        if size is not None or inferred is None:
+            raise ValueError(mismatch.explain(what, probe_size, "size=")) from None
+        probe_size = inferred
+        try:
+            shapes = _probe_shapes(model, modules, in_chans, probe_size)
+        except _FeatureMismatch as again:
+            raise ValueError(again.explain(what, probe_size, "size=")) from None
+    except RuntimeError as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(f"{what}: the probe forward on a [1, 1, {in_chans}, {probe_size}, "
+                         f"{probe_size}] input failed ({first}); pass size=<the input height/"
+                         "width the model is built for> and in_chans=<its input channels>"
+                         ) from None
+    missing = [name for name in modules if name not in shapes]
+    if missing:
+        raise ValueError(f"{what}: modules {missing} did not run in the probe forward; name "
+                         "modules that the forward calls")
+    from .teachers import measured_reduction
+
+    return [dict(module=name, num_chs=shapes[name][2],
+                 reduction=measured_reduction(probe_size, shapes[name][-1]))
             for name in modules]
 
 

@@ -18,7 +18,7 @@ RECIPES = Path(__file__).parent / "recipes"
 TINY, TINY_BRD = RECIPES / "tiny.yaml", RECIPES / "tiny-brd.yaml"
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
 INTERRUPTED = re.compile(r"^sj-distill: interrupted in student epoch (\d+); the last finished "
-                         r"epoch \((\d+)\) is saved in (.+last\.pt): resume with --resume$")
+                         r"epoch \((\d+)\) is saved in (.+last\.pt): resume with: (.+)$")
 
 
 def _cli(capsys, *args):
@@ -61,6 +61,8 @@ def test_signal_stops_the_run_with_one_line_and_an_intact_checkpoint(sig, tmp_pa
     assert match, lines[-1]
     epoch, finished, path = int(match[1]), int(match[2]), Path(match[3])
     assert path == out / "last.pt" and epoch == finished + 1
+    assert match[4] == (f"sj-distill recipe {TINY} train.epochs=1000 train.max_batches=1 "
+                        f"data.eval_batch_size=360 --out {out} --resume")
     saved = checkpoint.load(path)
     assert saved["epoch"] == finished >= 1 and len(saved["history"]) == finished
 
@@ -101,7 +103,7 @@ def test_damaged_teacher_pt_is_one_line_naming_the_file(tmp_path, capsys):
         assert status == 2
         assert _errors(err) == [
             f"sj-distill: error: checkpoint {out / 'teacher.pt'} is corrupt or truncated "
-            "(UnpicklingError): rerun with --restart to start the run over (it deletes the run's "
+            "(IndexError): rerun with --restart to start the run over (it deletes the run's "
             "checkpoints)"]
 
 

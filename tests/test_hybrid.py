@@ -249,33 +249,52 @@ def test_hybrids_get_the_students_1_over_T_in_a_users_loop_and_in_the_engine():
         torch.testing.assert_close(ge, gs, rtol=1e-4, atol=atol)
 
 
-def _user_sequential(width=4):
-    """A user's own multi-step SNN without feature_info: two conv stages, then a linear head."""
-    from spikingjelly.activation_based import functional, layer
+def test_documented_brd_call_gives_the_full_loss():
+    """docs/distill.md's own-loop call equals distill_step's total and holds the hybrid terms
+    (called as the docs once showed it, the loss was plain KD: 2.303 instead of 4.605)."""
+    torch.manual_seed(0)
+    model = small_pair()
+    loss_fn = BRDLoss()
+    x, y = torch.rand(2, 2, 3, 16, 16), torch.tensor([1, 7])
+    model.eval()  # same BatchNorm statistics for both calls
+    with torch.no_grad():
+        out = model(x)
+        loss = loss_fn(out["student"], out["teacher"], y, hybrid_logits=out["hybrids"])
+        sj.reset(model.student)
+        step = distill_step(model, None, (x, y), loss_fn)
+    parts = loss_fn.parts
+    assert set(parts) == {"ce", "kd", "hybrid_ce", "hybrid_kd", "total"}
+    assert loss.item() == pytest.approx(step["loss"].item(), rel=1e-6)
+    assert loss.item() == pytest.approx(
+        parts["ce"] + parts["kd"] + parts["hybrid_ce"] + parts["hybrid_kd"], rel=1e-6)
+    assert parts["hybrid_ce"] > 0.1 and parts["hybrid_kd"] > 0  # the hybrids are really in
 
-    net = nn.Sequential(
-        layer.Conv2d(3, width, 3, padding=1), layer.BatchNorm2d(width), neuron.LIFNode(),
-        layer.MaxPool2d(2, 2),
-        layer.Conv2d(width, 2 * width, 3, padding=1), layer.BatchNorm2d(2 * width),
-        neuron.LIFNode(), layer.MaxPool2d(2, 2),
-        layer.Flatten(), layer.Linear(2 * width * 4 * 4, 10))
-    functional.set_step_mode(net, "m")
-    return net
+
+def test_brd_without_feature_info_points_to_measure_feature_info():
+    student = create_model("cifar_resnet20", 10, width=8)
+    del student.feature_info
+    with pytest.raises(TypeError) as err:
+        BlockReplacement(student, teacher("resnet18", small=True))
+    assert str(err.value) == (
+        "SpikingResNet has no feature_info, so BRD cannot find its stages: set "
+        "student.feature_info = sj_distill.zoo.measure_feature_info(student, [stem, stage1, "
+        "stage2, ...], in_chans) with the names of the modules that end the stem and each stage "
+        "(a SpikingJelly zoo model: sj_distill.zoo.cifar_student does it)")
 
 
-def test_a_student_without_feature_info_is_measured_from_a_sample():
-    net = _user_sequential()
-    small = teacher("resnet18", small=True)
-    with pytest.raises(TypeError, match=r"has no feature_info; pass points=\[module paths\] "
-                                        r"and sample=\(C, H, W\)"):
-        BlockReplacement(net, small)
-    with pytest.raises(ValueError, match="has no feature_info: name the replacement points"):
-        BlockReplacement(net, small, sample=(3, 16, 16))
-    hybrid = BlockReplacement(net, small, points=["3", "7"], sample=(3, 16, 16))
-    # 16 -> 8 -> 4 pixels: strides 2 and 4, paired with the teacher's layer2 and layer3
-    assert hybrid.pairs == {"3": "layer2", "7": "layer3"}
-    assert [(a.in_chs, a.out_chs) for _, a in hybrid.adapters.items()] == [(4, 16), (8, 32)]
-    out = hybrid(torch.rand(2, 3, 3, 16, 16))
-    assert set(out["hybrids"]) == {"3", "7"} and out["hybrids"]["7"].shape == (3, 10)
-    with pytest.raises(ValueError, match=r"student module '9' gave \(1, 1, 10\) on a "):
-        BlockReplacement(_user_sequential(), small, points=["9"], sample=(3, 16, 16))  # the linear head
+def test_brd_refuses_a_single_step_student():
+    student = create_model("cifar_resnet20", 10, width=8)
+    sj.set_step_mode(student, "s")
+    with pytest.raises(ValueError, match=r"^BlockReplacement: the student is single-step; "):
+        BlockReplacement(student, teacher("resnet18", small=True))
+
+
+def test_help_of_block_replacement_is_its_own():
+    """help() showed nn.Module's boilerplate for __init__ and forward."""
+    import pydoc
+
+    text = pydoc.render_doc(BlockReplacement, renderer=pydoc.plaintext)
+    own = text[:text.index("Methods inherited from")]
+    assert "zoo.measure_feature_info(" in own and "hybrid_logits=out[\"hybrids\"]" in own
+    for boilerplate in ("Initialize internal Module state", "Should be overridden by all"):
+        assert boilerplate not in own

@@ -5,7 +5,7 @@ import torch
 
 from sj_distill import cli, config
 from sj_distill.bench.data import measure
-from sj_distill.engine.build import loader_options
+from sj_distill.engine.build import loader_options, make_loaders
 
 
 def _data(**overrides):
@@ -33,6 +33,35 @@ def test_bench_data_counts_the_recipes_batches_and_refuses_too_few():
     result = measure("digits", ["data.batch_size=100"], None, batches=2, warmup=1)
     assert (result["batch_size"], result["workers"]) == (100, 0)
     assert result["samples_per_s"] == pytest.approx(200 / (2 * result["ms_per_batch"] / 1000))
-    with pytest.raises(ValueError, match=r"the training loader has 14 batches, fewer than "
+    with pytest.raises(ValueError, match=r"the training loader has 15 batches, fewer than "
                                          r"--warmup 10 \+ --batches 10"):
         measure("digits", ["data.batch_size=100"], None, batches=10, warmup=10)
+
+
+def _epochs(overrides, length, epochs=2):
+    """The training loader's batches (lists of sample indices) in each of ``epochs`` epochs,
+    advanced as the training loop does (``set_epoch`` when the sampler has it)."""
+    recipe = config.load_recipe("digits", overrides)
+    dataset = torch.utils.data.TensorDataset(torch.arange(length))
+    train, _ = make_loaders(recipe, dataset, dataset, seed=0)
+    order = []
+    for epoch in range(epochs):
+        if hasattr(train.sampler, "set_epoch"):
+            train.sampler.set_epoch(epoch)
+        order.append([batch.tolist() for (batch,) in train])
+    return order
+
+
+def test_last_partial_batch_is_kept_as_the_public_code_but_not_a_single_sample():
+    (first, _) = _epochs(["data.batch_size=4"], 10)
+    assert [len(b) for b in first] == [4, 4, 2]
+    assert sorted(i for b in first for i in b) == list(range(10))
+    (first, _) = _epochs(["data.batch_size=4"], 9)  # 4 + 4 + 1: one sample cannot train a BN
+    assert [len(b) for b in first] == [4, 4]
+
+
+def test_reshuffle_false_repeats_the_first_epochs_order():
+    shuffled = _epochs(["data.batch_size=4"], 12)
+    fixed = _epochs(["data.batch_size=4", "data.reshuffle=false"], 12)
+    assert shuffled[0] != shuffled[1]
+    assert fixed[0] == fixed[1] == shuffled[0]

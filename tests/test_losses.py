@@ -106,13 +106,30 @@ def test_brd_feature_term_is_mean_squared_error():
     z, z_a, y = tensors()
     adapted = torch.tensor([[[[1.0, 2.0]]]])
     teacher = torch.tensor([[[[0.0, 4.0]]]])
-    loss = BRDLoss(feature_weight=3.0)
-    loss(z, z_a, y, feature_pairs={"layer1": (adapted, teacher)})
+    loss = BRDLoss(hybrid_ce_weight=0.0, hybrid_kd_weight=0.0, feature_weight=3.0)
+    loss(z, z_a, y, hybrid_logits={}, feature_pairs={"layer1": (adapted, teacher)})
     assert loss.parts["feature"] == pytest.approx((1 + 4) / 2)
     assert loss.parts["total"] == pytest.approx(loss.parts["ce"] + loss.parts["kd"] + 3 * 2.5,
                                                 rel=1e-6)
     with pytest.raises(ValueError, match="feature_pairs"):
-        loss(z, z_a, y)
+        loss(z, z_a, y, hybrid_logits={})
+
+
+def test_brd_loss_cannot_be_called_without_the_hybrids():
+    """Leaving the hybrids out once gave plain KD without a word (2.303 instead of 4.605)."""
+    z, z_a, y = tensors()
+    with pytest.raises(TypeError, match="missing 1 required keyword-only argument: "
+                                        "'hybrid_logits'"):
+        BRDLoss()(z, z_a, y)
+    with pytest.raises(ValueError) as err:
+        BRDLoss()(z, z_a, y, hybrid_logits={})
+    assert str(err.value) == (
+        "BRDLoss got no hybrid logits (hybrid_logits is empty): pass hybrid_logits="
+        "out['hybrids'] from a BlockReplacement with at least one point, or set "
+        "hybrid_ce_weight=hybrid_kd_weight=0 for plain KD")
+    plain_kd = BRDLoss(hybrid_ce_weight=0.0, hybrid_kd_weight=0.0)
+    assert plain_kd(z, z_a, y, hybrid_logits={}).item() == pytest.approx(
+        ce([1.0, 1.0], 0) + kl(TEACHER, [1.0, 1.0], 4.0), rel=1e-6)
 
 
 def test_rate_pass_logits_count_as_one_step():

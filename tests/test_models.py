@@ -332,3 +332,18 @@ def test_zoo_helper_sets_feature_info_and_rejects_unknown_models():
     assert [f["reduction"] for f in model.feature_info] == [1, 1, 2, 4, 8]
     with pytest.raises(TypeError, match="supports SpikingJelly zoo ResNets and VGGs"):
         zoo.cifar_student(nn.Sequential(nn.Linear(2, 2)), num_classes=3)
+
+
+def test_readme_lists_every_registered_student():
+    """README's "Students" section names every backbone ``sj-distill list`` prints (it left
+    out ``sew_resnet18``)."""
+    from pathlib import Path
+
+    from sj_distill.models import _registry
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    section = readme[readme.index("## Students"):readme.index("## Development")]
+    shipped = [name for name in models.list_models()  # not those tests register
+               if _registry._MODELS[name].__module__.startswith("sj_distill.models")]
+    missing = [name for name in shipped if f"`{name}`" not in section]
+    assert missing == []

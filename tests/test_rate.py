@@ -251,7 +251,8 @@ def test_unknown_leaf_and_unsupported_neuron_are_named():
 def test_mixed_step_modes_are_refused_before_patching():
     net = nn.Sequential(layer.Linear(3, 3, step_mode="m"), _neuron(),
                         sj.make_neuron(step_mode="s"))
-    with pytest.raises(ValueError, match=r"one step mode, found \['m', 's'\]"):
+    with pytest.raises(ValueError, match=r"^rate\.enable: Sequential mixes step modes "
+                                         r"\(multi-step: '0', '1'; single-step: '2'\)"):
         rate.enable(net)
     assert not rate.is_enabled(net) and "forward" not in vars(net[1])
 
@@ -421,7 +422,8 @@ def test_time_chunk_must_be_positive_int():
 
 # --------------------------------------------------------------------------- rate-pass BatchNorm
 
-def _reference_rate_grads(model, x, upstream, lam=0.2, threshold=1.0, alpha=4.0):
+def _reference_rate_grads(model, x, upstream, lam=0.2, threshold=1.0, alpha=4.0,
+                          max_pool="rate"):
     """Rate-based backprop written out from the paper's formulas on a plain copy of ``model``
     (LIF with ``v <- lam*v + x``, soft detached reset, sigmoid surrogate), with forward hooks
     only: nothing of ``sj_distill.rate`` is used. Works for multi- and single-step models.
@@ -431,10 +433,21 @@ def _reference_rate_grads(model, x, upstream, lam=0.2, threshold=1.0, alpha=4.0)
     ``e = mean_t kappa_t sg(h_t)``, ``kappa_t = 1 + lam kappa_{t-1}``. Rate pass on the time-mean
     input: BN returns ``gamma (x - m)/sqrt(v + eps) + beta`` with ``m = mu_s + (m_r - sg m_r)``,
     ``v = relu(var_s + (v_r - sg v_r))``, ``v_r = mean (x - m)^2``; neurons return
-    ``r + x e - sg(x e)``. Returns the parameter gradients of ``sum(out * upstream) / T``."""
+    ``r + x e - sg(x e)``. Max-pools: ``max_pool="rate"`` pools the rate map (the module
+    itself, nothing added); ``"spikes"`` (multi-step models) returns the time-mean of the spike
+    pass's pooled output with the gradient of pooling the rate map. Returns the parameter
+    gradients of ``sum(out * upstream) / T``."""
     net = copy.deepcopy(model).train()
     multi = any(getattr(m, "step_mode", "s") == "m" for m in net.modules())
     T = x.shape[0]
+    pools = [m for m in net.modules() if isinstance(m, nn.MaxPool2d)] if max_pool == "spikes" \
+        else []
+    pooled = {}
+
+    def record_pooled(m, args, out):
+        pooled[m] = out.mean(0)  # multi-step [T, B, ...]
+
+    spike_hooks = [m.register_forward_hook(record_pooled) for m in pools]
     inputs = {}
     is_bn = lambda m: isinstance(m, nn.modules.batchnorm._BatchNorm)  # noqa: E731
     is_sn = lambda m: type(m).__name__ == "LIFNode"  # noqa: E731
@@ -446,7 +459,7 @@ def _reference_rate_grads(model, x, upstream, lam=0.2, threshold=1.0, alpha=4.0)
         else:
             for t in range(T):
                 net(x[t])
-    for h in hooks:
+    for h in hooks + spike_hooks:
         h.remove()
     records = {}
     for m, seq in inputs.items():
@@ -492,13 +505,15 @@ def _reference_rate_grads(model, x, upstream, lam=0.2, threshold=1.0, alpha=4.0)
 
     for m in records:
         m.register_forward_hook(bn_rate if is_bn(m) else sn_rate)
+    for m in pools:
+        m.register_forward_hook(lambda m, args, out: pooled[m] + (out - out.detach()))
     out = net(x.mean(0))
     ((out * upstream).sum() / T).backward()
     return out.detach(), {n: p.grad for n, p in net.named_parameters()}
 
 
-def _rate_grads(model, x, upstream):
-    net = rate.enable(copy.deepcopy(model)).train()
+def _rate_grads(model, x, upstream, **options):
+    net = rate.enable(copy.deepcopy(model), **options).train()
     out = net(x)
     (out * upstream).sum().backward()
     return out.detach(), {n: p.grad for n, p in net.named_parameters()}
@@ -632,3 +647,95 @@ def test_a_model_with_its_own_time_loop_is_refused_in_one_line(shape):
     assert out.shape == (6, 10)
     out.sum().backward()
     assert part[0].weight.grad is not None
+
+
+def _pool_net():
+    """LIF (decay 0.2, soft detached reset, sigmoid alpha 4) -> 2x2 max-pool -> Linear(1, 1)."""
+    net = nn.Sequential(_neuron(kind="lif", decay=0.2, reset="soft", detach_reset=True,
+                                surrogate_fn="sigmoid", alpha=4.0),
+                        layer.MaxPool2d(2, 2, step_mode="m"), layer.Flatten(step_mode="m"),
+                        layer.Linear(1, 1, step_mode="m")).double()
+    with torch.no_grad():
+        net[3].weight.fill_(2.0)
+        net[3].bias.fill_(0.3)
+    return net
+
+
+@pytest.mark.parametrize("max_pool, value, weight_grad", [("rate", 2 * 0.5 + 0.3, 0.5),
+                                                          ("spikes", 2 * 1.0 + 0.3, 1.0)])
+def test_max_pool_rules_by_hand(max_pool, value, weight_grad):
+    """One 2x2 window, T=2: neuron a spikes at step 1 only, b at step 2 only (rates 0.5, 0.5),
+    c and d never. 'rate' pools the rate map: 0.5. 'spikes' averages the pooled spikes:
+    mean(max(1,0,0,0), max(0,1,0,0)) = 1. Both route the gradient to the arg-max of the rate
+    map, a tie between a and b broken towards the first (a): dL/dx_t(a) = w e_a / T with
+    e_a = (kappa_1 sg(h_1) + kappa_2 sg(h_2)) / 2, h = (1.5, 0.2 * 0.5 + 0), kappa = (1, 1.2)."""
+    currents = torch.tensor([[[1.5, 0.0], [0.5, 0.0]], [[0.0, 1.5], [0.5, 0.0]]],
+                            dtype=torch.float64)  # [T, H, W] = a b / c d
+    x = currents.view(2, 1, 1, 2, 2).clone().requires_grad_(True)
+    net = rate.enable(_pool_net(), scale_grad_by_T=False, max_pool=max_pool).train()
+    out = net(x)
+    out.sum().backward()
+
+    def sg(h):
+        s = torch.sigmoid(torch.tensor(4.0 * (h - 1.0), dtype=torch.float64))
+        return 4.0 * s * (1 - s)
+
+    e_a = (1.0 * sg(1.5) + 1.2 * sg(0.2 * 0.5)) / 2
+    expected = torch.zeros_like(x)
+    expected[:, 0, 0, 0, 0] = 2.0 * e_a / 2
+    assert out.item() == pytest.approx(value, abs=1e-15)
+    assert net[3].weight.grad.item() == pytest.approx(weight_grad, abs=1e-15)
+    torch.testing.assert_close(x.grad, expected, rtol=1e-14, atol=1e-15)
+
+
+@pytest.mark.parametrize("max_pool", ["rate", "spikes"])
+def test_sew_resnet18_max_pool_rules_equal_reference_formulas_float64(max_pool):
+    """sew_resnet18 (7x7/2 stem, 3x3/2 max-pool on spike maps, ties in the rate map), T=3,
+    float64: value and every parameter gradient against the reference written from each rule
+    (the reference's neurons return exactly r, so ties fall to the first index as ours)."""
+    torch.manual_seed(0)
+    model = models.create_model("sew_resnet18", num_classes=10, decay=0.2, reset="soft",
+                                detach_reset=True, surrogate_fn="sigmoid", alpha=4.0).double()
+    x = torch.rand(3, 4, 3, 16, 16, dtype=torch.float64) * 3
+    upstream = torch.randn(4, 10, dtype=torch.float64)
+    _assert_grads_match(_rate_grads(model, x, upstream, max_pool=max_pool),
+                        _reference_rate_grads(model, x, upstream, max_pool=max_pool), 1e-10)
+
+
+def test_max_pool_rules_differ_at_T_above_1_and_agree_with_bptt_at_T_1():
+    """conv -> LIF -> max-pool -> conv -> IF -> ... (no BN): at T=1 both rules give BPTT's
+    gradients; at T=4 only the layers fed by the pool's value see the difference."""
+    torch.manual_seed(4)
+    bptt = _conv_net(maxpool=True).double()
+    with torch.no_grad():
+        bptt[0].weight.mul_(4.0)
+    x = torch.rand(1, 6, 2, 8, 8, dtype=torch.float64)
+    y = torch.randint(0, 5, (6,))
+    F.cross_entropy(bptt(x).mean(0), y).backward()
+    functional.reset_net(bptt)
+    for max_pool in rate.MAX_POOL_RULES:
+        net = rate.enable(copy.deepcopy(bptt), max_pool=max_pool).train()
+        net.zero_grad()
+        F.cross_entropy(net(x), y).backward()
+        for name, g in _grads(bptt).items():
+            torch.testing.assert_close(_grads(net)[name], g, rtol=1e-10, atol=1e-12)
+    x4 = torch.rand(4, 6, 2, 8, 8, dtype=torch.float64)
+    by_rule = {m: _rate_grads(bptt, x4, torch.ones(6, 5, dtype=torch.float64), max_pool=m)[1]
+               for m in rate.MAX_POOL_RULES}
+    # the rules differ in the value the pool passes on (so in the next conv's weight gradient),
+    # not in where the pool's gradient goes (the first conv's gradient is the same)
+    assert not torch.allclose(by_rule["rate"]["3.weight"], by_rule["spikes"]["3.weight"])
+    torch.testing.assert_close(by_rule["rate"]["0.weight"], by_rule["spikes"]["0.weight"])
+
+
+def test_max_pool_rule_is_checked_and_switchable():
+    net = _pool_net()
+    with pytest.raises(ValueError, match=r"max_pool must be 'rate' .* or 'spikes' .*, got 'max'"):
+        rate.enable(net, max_pool="max")
+    x = torch.tensor([1.5, 0.0, 0.0, 0.0], dtype=torch.float64).view(1, 1, 1, 2, 2)
+    x = torch.cat([x, x.flip(-1)])  # a fires at step 1, b at step 2
+    rate.enable(net, max_pool="spikes").train()
+    assert net(x).item() == pytest.approx(2.3)
+    functional.reset_net(net)
+    rate.enable(net, max_pool="rate")
+    assert net(x).item() == pytest.approx(1.3)

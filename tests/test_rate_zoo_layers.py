@@ -138,6 +138,7 @@ def test_sew_product_joins_are_refused_with_the_fix(cnf):
     from spikingjelly.activation_based.model import sew_resnet
 
     model = sew_resnet.sew_resnet18(spiking_neuron=sj.neuron_factory(), cnf=cnf)
+    sj.set_step_mode(model, "m")  # factory neurons are multi-step: the whole model must be
     with pytest.raises(rate.UnsupportedModuleError) as error:
         rate.enable(model)
     assert str(error.value) == (

@@ -112,13 +112,43 @@ def test_spikingjelly_framing_loads_the_synthetic_folder(tmp_path, layout):
     assert (len(train), len(test)) == (30, 20)
     assert sorted(test.labels.tolist()) == sorted(list(range(10)) * 2)
     frames, label = test[2]  # class 1 (automobile), file 0
-    assert frames.shape == (10, 2, 48, 48) and frames.dtype == torch.float16 and label == 1
-    frames = frames.float()
+    assert frames.shape == (10, 2, 48, 48) and frames.dtype == torch.float32 and label == 1
     counts = dvs.frames_by_number(written["cifar10_automobile_0"], 10)
-    expected = dvs.resize_frames(counts, 48, "bilinear")
-    assert torch.allclose(frames, expected, atol=1e-2)  # float16 cache
+    assert torch.equal(frames, dvs.resize_frames(counts, 48, "bilinear"))  # float32 cache
     assert float(frames.sum()) == pytest.approx(counts.sum() * (48 / 128) ** 2, rel=1e-2)
     assert (tmp_path / "sj-distill-cache").is_dir()
+
+
+def test_public_code_items_equal_the_public_loader_path_bit_for_bit(tmp_path):
+    """The public loader: ToPILImage (float count frame -> the bytes 255 * count mod 256),
+    Resize(48), ToTensor (bytes / 255 in float32), frame by frame; the cache must not round
+    the items (float16 did, by up to 2.4e-4)."""
+    from torchvision import transforms
+
+    written = write_cifar10dvs(tmp_path, per_class=5)
+    test = dvs.CIFAR10DVS(tmp_path, train=False, resize="public_code", verify_md5=False, **SMALL)
+    frames, _ = test[2]  # class 1 (automobile), file 0
+    assert frames.dtype == torch.float32
+    counts = torch.as_tensor(dvs.frames_by_number(written["cifar10_automobile_0"], 10))
+    wrapped = (counts.long() * 255 % 256).to(torch.uint8)  # ToPILImage's byte cast, made explicit
+    public = transforms.Compose([transforms.ToPILImage(), transforms.Resize((48, 48)),
+                                 transforms.ToTensor()])
+    assert torch.equal(frames, torch.stack([public(frame) for frame in wrapped]))
+    assert np.load(test.cache / "frames.npy", mmap_mode="r").dtype == np.uint8
+    values = set(torch.unique(frames * 255).round().tolist())
+    assert values <= set(range(256)) and len(values) > 2
+
+
+def test_public_code_resize_zeroes_channel_0_where_channel_1_is_empty():
+    """PIL resizes a two-channel (LA) image with premultiplied alpha: channel 0 survives only
+    where the resized channel 1 is not 0 (hand-derived: left half channel 0, top half channel 1)."""
+    counts = np.zeros((1, 2, 128, 128), np.float32)
+    counts[0, 0, :, :64] = 1.0
+    counts[0, 1, :64, :] = 1.0
+    out = dvs.resize_frames(counts, 48, "public_code")[0]
+    assert torch.equal(out[0, :20, :20], torch.ones(20, 20))  # both channels active
+    assert torch.equal(out[0, 28:, :20], torch.zeros(20, 20))  # channel 1 empty: zeroed
+    assert torch.equal(out[1, :20, 28:], torch.ones(20, 20))  # channel 1 is resized plainly
 
 
 def test_public_code_resize_wraps_counts_like_the_uint8_conversion():

@@ -50,6 +50,11 @@ MISTAKES = [
      "train.scheduler: unknown scheduler 'no-such-schedule'; known: constant, cosine"),
     (TINY_BRD, "train.scheduler.warmup_epochs=-1",
      "train.scheduler: warmup_epochs must be >= 0, got -1"),
+    (TINY, "train.sync_bn_rate_pass=mean", "'train.sync_bn_rate_pass' must be 'global' (the "
+     "global batch in both rate-BP passes) or 'local' (each rank's own statistics in the rate "
+     "pass, as the public rate-BP code), got 'mean'"),
+    (TINY, "train.max_pool=max", "'train.max_pool' must be 'rate' (max-pool the rate map, the "
+     "rate-BP public code's rule) or 'spikes' (the time-mean of the pooled spikes), got 'max'"),
 ]
 
 
@@ -123,3 +128,17 @@ def test_a_missing_teacher_of_a_teacher_recipe_says_how_to_make_it(tmp_path, cap
                      "--out", str(tmp_path / "run")]) == 2
     assert capsys.readouterr().err.strip().endswith(
         "make it with `sj-distill recipe fmnist-teacher --out t/fmnist-teacher`")
+
+
+@pytest.mark.parametrize("rule", ["rate", "spikes", None])
+def test_train_max_pool_reaches_rate_enable(rule):
+    from sj_distill import config, rate
+    from sj_distill.engine.build import build_student, student_objective
+    from sj_distill.rate.passes import MODEL_STATE
+
+    overrides = ["train.method=rate"] + ([f"train.max_pool={rule}"] if rule else [])
+    recipe = config.load_recipe(str(TINY), overrides)
+    student = build_student(recipe, 10, 1)
+    student_objective(recipe, student, None)
+    assert getattr(student, MODEL_STATE).max_pool == (rule or "rate")
+    assert config.MAX_POOL_RULES == rate.MAX_POOL_RULES

@@ -28,23 +28,25 @@ def build_digits_dvs(root: Optional[str] = None, img_size: int = 32, T: int = 8,
 
 
 def build_cifar10(root: Optional[str] = None, img_size: int = 32, T: int = 4,
-                  download: bool = False, verify: bool = True, auto_augment: bool = True,
+                  download: bool = False, verify: bool = True, augment: str = "public_code",
                   cutout: int = 16):
-    """CIFAR-10 from ``root/cifar-10-batches-py`` (see :mod:`sj_distill.data.cifar`)."""
+    """CIFAR-10 from ``root/cifar-10-batches-py`` (see :mod:`sj_distill.data.cifar`);
+    ``augment``: ``public_code`` | ``torchvision`` | ``none`` (the AutoAugment policy)."""
     from . import cifar
 
     _require_size("cifar10", img_size, 32)
-    return cifar.build("cifar10", root, download, verify, auto_augment, cutout)
+    return cifar.build("cifar10", root, download, verify, augment, cutout)
 
 
 def build_cifar100(root: Optional[str] = None, img_size: int = 32, T: int = 4,
-                   download: bool = False, verify: bool = True, auto_augment: bool = True,
+                   download: bool = False, verify: bool = True, augment: str = "public_code",
                    cutout: int = 16):
-    """CIFAR-100 from ``root/cifar-100-python`` (see :mod:`sj_distill.data.cifar`)."""
+    """CIFAR-100 from ``root/cifar-100-python`` (see :mod:`sj_distill.data.cifar`);
+    ``augment``: ``public_code`` | ``torchvision`` | ``none`` (the AutoAugment policy)."""
     from . import cifar
 
     _require_size("cifar100", img_size, 32)
-    return cifar.build("cifar100", root, download, verify, auto_augment, cutout)
+    return cifar.build("cifar100", root, download, verify, augment, cutout)
 
 
 def build_imagenet(root: Optional[str] = None, img_size: int = 224, T: int = 4,

@@ -6,8 +6,10 @@
 (missing: one error naming them; wrong MD5, i.e. partial or corrupt: one error naming the
 file); ``verify=False`` skips the MD5 and count checks (for stand-ins that are not the real
 files). Training augmentation as in the public rate-BP code: RandomCrop(32, padding 4),
-horizontal flip, AutoAugment (torchvision's CIFAR10 policy), ToTensor, Cutout (one 16x16
-hole), normalisation with the dataset's mean and std (the values the public code uses).
+horizontal flip, AutoAugment, ToTensor, Cutout (one 16x16 hole), normalisation with the
+dataset's mean and std (the values the public code uses). ``augment`` picks the AutoAugment
+policy: ``public_code`` (the public code's own CIFAR-10 table, see
+:mod:`sj_distill.data.cifar_policy`), ``torchvision`` (``AutoAugment(CIFAR10)``) or ``none``.
 """
 from __future__ import annotations
 
@@ -17,19 +19,14 @@ from typing import List, Tuple
 import torch
 
 from .errors import DatasetError, require_root, where_to_put
+from .sources import CIFAR_DOWNLOAD as DOWNLOAD
+from .sources import CIFAR_TITLE as TITLE
 
 STATS = {
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)),
     "cifar100": ((0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761)),
 }
-DOWNLOAD = {
-    "cifar10": "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz (extract it there; or "
-               "set data.download: true)",
-    "cifar100": "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz (extract it there; "
-                "or set data.download: true)",
-}
 COUNTS = {"cifar10": (50000, 10000), "cifar100": (50000, 10000)}
-TITLE = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100"}
 
 
 class Cutout:
@@ -90,11 +87,26 @@ def check_files(name: str, root, verify: bool = True) -> List[str]:
     return files
 
 
-def train_transform(name: str, auto_augment: bool = True, cutout: int = 16):
+AUGMENT_POLICIES = ("public_code", "torchvision", "none")
+
+
+def check_augment(augment: str) -> None:
+    if augment not in AUGMENT_POLICIES:
+        raise ValueError(f"augment must be one of {', '.join(AUGMENT_POLICIES)} (the AutoAugment "
+                         f"policy: the rate-BP public code's CIFAR table, torchvision's, or "
+                         f"none), got {augment!r}")
+
+
+def train_transform(name: str, augment: str = "public_code", cutout: int = 16):
     from torchvision import transforms
 
+    from .cifar_policy import PublicCIFAR10Policy
+
+    check_augment(augment)
     steps = [transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip()]
-    if auto_augment:
+    if augment == "public_code":
+        steps.append(PublicCIFAR10Policy())
+    elif augment == "torchvision":
         steps.append(transforms.AutoAugment(transforms.AutoAugmentPolicy.CIFAR10))
     steps.append(transforms.ToTensor())
     if cutout:
@@ -110,8 +122,9 @@ def test_transform(name: str):
 
 
 def build(name: str, root, download: bool = False, verify: bool = True,
-          auto_augment: bool = True, cutout: int = 16) -> Tuple:
+          augment: str = "public_code", cutout: int = 16) -> Tuple:
     """``(train_set, test_set)``: torchvision datasets of ``[3, 32, 32]`` normalised images."""
+    check_augment(augment)
     if download:
         root = Path(root or ".").expanduser()
         root.mkdir(parents=True, exist_ok=True)
@@ -119,7 +132,7 @@ def build(name: str, root, download: bool = False, verify: bool = True,
     check_files(name, root, verify)
     cls = _torchvision_class(name, verify)
     try:
-        train = cls(str(root), train=True, transform=train_transform(name, auto_augment, cutout))
+        train = cls(str(root), train=True, transform=train_transform(name, augment, cutout))
         test = cls(str(root), train=False, transform=test_transform(name))
     except Exception as err:  # unpickling a truncated or foreign file
         raise DatasetError(f"{TITLE[name]}: the files in {Path(root) / cls.base_folder} cannot be "

@@ -20,10 +20,14 @@
   n_time_bins=T)`` (equal time bins).
 
 Frames are resized from 128x128 to ``img_size`` (48): ``resize="public_code"`` does what the
-public rate-BP code's loader does (``ToPILImage -> Resize -> ToTensor`` per frame; the count
-frames become 8-bit images as ``255 * count`` wrapped modulo 256, so any count >= 1 becomes a
-value in (0.7, 1]; the wrap is made explicit here so it is the same on every CPU),
-``resize="bilinear"`` keeps counts (antialiased bilinear). The split is deterministic per
+public rate-BP code's loader does (``ToPILImage -> Resize -> ToTensor`` per frame, items equal
+to that path bit for bit). Two side effects come with it (docs/recipes.md gives the numbers):
+the count frames become 8-bit images as ``255 * count`` wrapped modulo 256 (count ``k`` in
+1..255 becomes ``(256 - k) / 255``: 1.0 for one event, (0.7, 1] only for counts 1..77, 0 for
+256; the wrap is made explicit here so it is the same on every CPU), and a two-channel frame
+is a PIL ``LA`` image, which PIL resizes with premultiplied alpha: channel 0 is weighted by
+channel 1 and set to 0 wherever the resized channel 1 is 0. ``resize="bilinear"`` keeps counts
+(antialiased bilinear, our alternative). The split is deterministic per
 class: files are ordered by the number in their name and the first ``test_per_class`` (100)
 are the test set, the rest (900) the training set (the split SpikingJelly 2.0 calls
 ``CIFAR10DVSTEBNSplit``). Framed, resized samples are cached once under
@@ -47,6 +51,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from .errors import DatasetError, require_root, where_to_put
+from .sources import DVS_DOWNLOAD, DVS_LAYOUT
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
            "truck")
@@ -54,9 +59,12 @@ SENSOR = 128
 FRAMINGS = ("spikingjelly", "tonic")
 RESIZES = ("public_code", "bilinear")
 SPLIT_BYS = ("number",)
-CACHE_VERSION = 1
-SJ_DOWNLOAD = "https://figshare.com/articles/dataset/CIFAR10-DVS_New/4724671 (the ten <class>.zip)"
-TONIC_DOWNLOAD = "https://figshare.com/ndownloader/files/38023437 (CIFAR10DVS.zip, aedat4)"
+CACHE_VERSION = 2
+#: What the cache stores per resize: the public path's 8-bit pixels (items are ``byte / 255`` in
+#: float32, as ``ToTensor`` computes them) or the resized counts in float32.
+CACHE_DTYPES = {"public_code": np.uint8, "bilinear": np.float32}
+SJ_DOWNLOAD = DVS_DOWNLOAD["spikingjelly"]
+TONIC_DOWNLOAD = DVS_DOWNLOAD["tonic"]
 #: MD5 of the ten original archives (as listed in SpikingJelly's CIFAR10DVS.resource_url_md5)
 SJ_ZIP_MD5 = {
     "airplane": "0afd5c4bf9ae06af762a77b180354fdd",
@@ -128,19 +136,32 @@ def frames_by_number(events: Dict[str, np.ndarray], T: int, height: int = SENSOR
         T, 2, height, width).astype(np.float32)
 
 
-def resize_frames(frames: np.ndarray, size: int, mode: str) -> torch.Tensor:
-    """``[T, 2, 128, 128]`` counts -> ``[T, 2, size, size]`` float32 (see the module docstring)."""
-    counts = torch.as_tensor(np.asarray(frames, np.float32))
-    if mode == "bilinear":
-        if counts.shape[-1] == size:
-            return counts
-        return F.interpolate(counts, size=(size, size), mode="bilinear", antialias=True,
-                             align_corners=False)
+def public_code_pixels(frames: np.ndarray, size: int) -> torch.Tensor:
+    """``[T, 2, 128, 128]`` counts -> the public loader's resized 8-bit frames
+    ``[T, 2, size, size]`` uint8: ``255 * count`` wrapped modulo 256, each frame a PIL ``LA``
+    image resized by PIL (bilinear, premultiplied alpha)."""
     from torchvision.transforms import functional as TF
 
+    counts = torch.as_tensor(np.asarray(frames, np.float32))
     pixels = ((counts.round().long() * 255) % 256).to(torch.uint8)
-    return torch.stack([TF.to_tensor(TF.resize(TF.to_pil_image(frame), [size, size]))
+    return torch.stack([TF.pil_to_tensor(TF.resize(TF.to_pil_image(frame), [size, size]))
                         for frame in pixels])
+
+
+def pixels_to_float(pixels: torch.Tensor) -> torch.Tensor:
+    """8-bit frames -> float32 ``byte / 255``, the division ``ToTensor`` does."""
+    return pixels.to(torch.float32).div(255)
+
+
+def resize_frames(frames: np.ndarray, size: int, mode: str) -> torch.Tensor:
+    """``[T, 2, 128, 128]`` counts -> ``[T, 2, size, size]`` float32 (see the module docstring)."""
+    if mode == "public_code":
+        return pixels_to_float(public_code_pixels(frames, size))
+    counts = torch.as_tensor(np.asarray(frames, np.float32))
+    if counts.shape[-1] == size:
+        return counts
+    return F.interpolate(counts, size=(size, size), mode="bilinear", antialias=True,
+                         align_corners=False)
 
 
 def _class_files(folder: Path, suffix: str, kind: str, label: int) -> List[Sample]:
@@ -299,14 +320,18 @@ def cache_key(framing: str, T: int, split_by: str, img_size: int, resize: str,
 
 
 def _build_cache(chosen: List[Sample], out: Path, T: int, img_size: int, resize: str) -> None:
-    """Frame, resize and store ``chosen`` as ``frames.npy`` ``[N, T, 2, S, S]`` float16 and
+    """Frame, resize and store ``chosen`` as ``frames.npy`` ``[N, T, 2, S, S]`` (uint8 pixels
+    for ``public_code``, float32 counts for ``bilinear``: :data:`CACHE_DTYPES`) and
     ``labels.npy`` ``[N]`` int64, written under temporary names and renamed when complete."""
     out.mkdir(parents=True, exist_ok=True)
     tmp = out / f"frames.{os.getpid()}.tmp.npy"
-    frames = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16,
+    frames = np.lib.format.open_memmap(tmp, mode="w+", dtype=CACHE_DTYPES[resize],
                                        shape=(len(chosen), T, 2, img_size, img_size))
     for i, sample in enumerate(chosen):
-        frames[i] = resize_frames(load_counts(sample, T), img_size, resize).numpy()
+        counts = load_counts(sample, T)
+        resized = (public_code_pixels(counts, img_size) if resize == "public_code"
+                   else resize_frames(counts, img_size, resize))
+        frames[i] = resized.numpy()
     frames.flush()
     del frames
     np.save(out / "labels.npy", np.array([s.label for s in chosen], np.int64))
@@ -342,9 +367,7 @@ def discover(root, framing: str = "spikingjelly", T: int = 10, split_by: str = "
     if split_by not in SPLIT_BYS:
         raise ValueError(f"data.options.split_by must be one of {SPLIT_BYS}, got {split_by!r}")
     download = SJ_DOWNLOAD if framing == "spikingjelly" else TONIC_DOWNLOAD
-    layout = "SpikingJelly's CIFAR10DVS folder (download/, extract/ or events_np/)" \
-        if framing == "spikingjelly" else "tonic's CIFAR10DVS/<class>/*.aedat4"
-    root = require_root(root, "CIFAR10-DVS", layout, download)
+    root = require_root(root, "CIFAR10-DVS", DVS_LAYOUT[framing], download)
     if framing == "tonic":
         try:
             import tonic  # noqa: F401
@@ -359,8 +382,8 @@ def discover(root, framing: str = "spikingjelly", T: int = 10, split_by: str = "
 
 
 class CIFAR10DVS(Dataset):
-    """Framed CIFAR10-DVS: items are ``(frames [T, 2, img_size, img_size] float16, label)``
-    (float16 as cached: half the bytes to copy and collate; the engine casts to float32).
+    """Framed CIFAR10-DVS: items are ``(frames [T, 2, img_size, img_size] float32, label)``;
+    with ``resize="public_code"`` equal, bit for bit, to the public rate-BP loader's frames.
 
     Args:
         root: the dataset folder (see the module docstring for each framing's layout).
@@ -410,6 +433,8 @@ class CIFAR10DVS(Dataset):
 
     def __getitem__(self, index: int):
         frames = torch.from_numpy(np.array(self.frames[index]))
+        if frames.dtype == torch.uint8:
+            frames = pixels_to_float(frames)
         if self.transform is not None:
             frames = self.transform(frames)
         return frames, int(self.labels[index])

@@ -11,17 +11,17 @@ from pathlib import Path
 from typing import List, Tuple
 
 from .errors import DatasetError, require_root, where_to_put
+from .sources import IMAGENET_DOWNLOAD as DOWNLOAD
+from .sources import IMAGENET_LAYOUT
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-DOWNLOAD = ("https://image-net.org/download-images.php (ILSVRC2012 train and val, with val/ "
-            "sorted into class folders)")
 COUNTS = (1000, 1281167, 50000)
 IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png")
 
 
 def check_folders(root) -> Path:
     """``root`` with ``train/`` and ``val/`` holding the same class folders; else one error."""
-    root = require_root(root, "ImageNet", "train/ and val/ with one folder per class", DOWNLOAD)
+    root = require_root(root, "ImageNet", IMAGENET_LAYOUT, DOWNLOAD)
     for split in ("train", "val"):
         folder = root / split
         if not folder.is_dir():

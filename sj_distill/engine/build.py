@@ -105,6 +105,11 @@ def loader_options(data: Dict) -> Dict:
 
 
 def make_loaders(recipe: Dict, train_set, test_set, seed: int) -> Tuple[DataLoader, DataLoader]:
+    """Training and test loaders. Training, as the public rate-BP code: every sample once per
+    epoch, the last partial batch kept (under torchrun ``DistributedSampler`` pads the shards
+    to equal length with repeated samples), except a last batch of one sample, which cannot
+    train a BatchNorm and is dropped; a new order every epoch unless ``data.reshuffle`` is
+    false (the public ImageNet script's one order, see :class:`_SameOrderEveryEpoch`)."""
     data = recipe["data"]
     batch = data["batch_size"]
     if distributed.world_size() > 1:
@@ -112,11 +117,15 @@ def make_loaders(recipe: Dict, train_set, test_set, seed: int) -> Tuple[DataLoad
             raise RecipeError(f"data.batch_size {batch} is not divisible by the "
                               f"{distributed.world_size()} processes")
         batch //= distributed.world_size()
-        train_sampler = DistributedSampler(train_set, shuffle=True, seed=seed, drop_last=True)
+        train_sampler = DistributedSampler(train_set, shuffle=True, seed=seed, drop_last=False)
     else:
         train_sampler = _EpochShuffle(len(train_set), seed)
+    drop_single = len(train_sampler) % batch == 1
+    if not data["reshuffle"]:
+        train_sampler = _SameOrderEveryEpoch(train_sampler)
     common = loader_options(data)
-    train = DataLoader(train_set, batch_size=batch, sampler=train_sampler, drop_last=True, **common)
+    train = DataLoader(train_set, batch_size=batch, sampler=train_sampler, drop_last=drop_single,
+                       **common)
     test = DataLoader(test_set, batch_size=data["eval_batch_size"],
                       sampler=ShardSampler(len(test_set)), **common)
     return train, test
@@ -138,6 +147,21 @@ class _EpochShuffle(torch.utils.data.Sampler):
 
     def __len__(self) -> int:
         return self.length
+
+
+class _SameOrderEveryEpoch(torch.utils.data.Sampler):
+    """The wrapped sampler's first-epoch order in every epoch (it has no ``set_epoch``, so the
+    loop never moves the wrapped one on): what the public rate-BP ImageNet script does, whose
+    ``DistributedSampler`` is never given ``set_epoch``."""
+
+    def __init__(self, sampler: torch.utils.data.Sampler):
+        self.sampler = sampler
+
+    def __iter__(self):
+        return iter(self.sampler)
+
+    def __len__(self) -> int:
+        return len(self.sampler)
 
 
 def input_adapter(T: int, time_major: bool):
@@ -248,7 +272,8 @@ def student_objective(recipe: Dict, student: nn.Module, teacher) -> Tuple[nn.Mod
         from .. import rate
 
         with recipe_section("train.method"):
-            rate.enable(student, scale_grad_by_T=recipe["train"]["scale_grad_by_T"])
+            rate.enable(student, scale_grad_by_T=recipe["train"]["scale_grad_by_T"],
+                        max_pool=recipe["train"]["max_pool"])
     if name == "brd":
         from ..hybrid import BlockReplacement
 

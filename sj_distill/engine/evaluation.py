@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Dict, Optional
 
 import torch
-import yaml
 
 from .. import config, energy
 from . import checkpoint
@@ -37,7 +36,7 @@ def _recipe_of(ckpt: Dict, path: Path) -> Dict:
         raise checkpoint.CheckpointError(f"checkpoint {path} holds no recipe and there is no "
                                          f"{saved} next to it: it was not written by "
                                          "`sj-distill recipe`")
-    return config.validate(yaml.safe_load(saved.read_text()), str(saved))
+    return config.validate(config.parse_yaml(saved.read_text()), str(saved))
 
 
 def evaluate_checkpoint(path: str | Path, data_dir: Optional[str] = None, out_dir: Optional[str] = None,
@@ -66,8 +65,9 @@ def evaluate_checkpoint(path: str | Path, data_dir: Optional[str] = None, out_di
         prof.batch = x.shape[0]
         return to_snn(x)
 
+    total = len(loader) if max_batches is None else min(len(loader), max_batches)
     metrics = evaluate(model, itertools.islice(loader, max_batches), profiled_input,
-                       torch.device("cpu"))
+                       torch.device("cpu"), total=total)
     for h in handles:
         h.remove()
     rates = prof.firing_rates()

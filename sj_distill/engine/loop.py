@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from .. import sj
 from . import checkpoint, distributed, runfolder
+from .guard import CHECK_INTERVAL, FiniteGuard
 from .metrics import Meter
 from .runlog import RunLog
 
@@ -56,22 +57,6 @@ def epoch_seed(seed: int, epoch: int) -> int:
     return seed + 100_003 * (epoch + 1) + 7919 * distributed.rank()
 
 
-def _rng_state() -> Dict:
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
-             "python": random.getstate()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: Dict) -> None:
-    torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
 def _autocast(amp: str, device: torch.device):
     if amp == "none" or device.type != "cuda":
         return contextlib.nullcontext()
@@ -98,29 +83,34 @@ def _resume(stage: Stage, path: Path) -> int:
     stage.optimizer.load_state_dict(state["optimizer"])
     stage.scheduler.load_state_dict(state["scheduler"])
     stage.history[:] = state["history"]
-    _set_rng_state(state["rng"])
+    checkpoint.set_rng_state(state["rng"])
     return int(state["epoch"])
 
 
 def fit(stage: Stage, train_loader, ckpt_path: Path, runlog: RunLog, seed: int,
         device: torch.device, resume: bool) -> List[Dict]:
     """Train ``stage`` for its epochs (continuing from ``ckpt_path`` when ``resume`` and it
-    exists), evaluating after every epoch and writing the checkpoint atomically."""
+    exists), evaluating after every epoch and writing the checkpoint atomically. A non-finite
+    loss or gradient raises :class:`~sj_distill.engine.guard.NonFiniteError` before the epoch
+    is saved, so ``ckpt_path`` keeps the last good epoch."""
     start = _resume(stage, ckpt_path) if resume and ckpt_path.is_file() else 0
     if start:
         log.info("%s: resumed from %s after epoch %d", stage.name, ckpt_path, start)
+    runlog.begin(stage.name, start)
     scaler = torch.amp.GradScaler("cuda") if stage.amp == "fp16" and device.type == "cuda" else None
+    guard = FiniteGuard(device)
     finished = start
     try:
         for epoch in range(start, stage.epochs):
-            _train_epoch(stage, train_loader, epoch, seed, device, scaler, runlog)
+            _train_epoch(stage, train_loader, epoch, seed, device, scaler, runlog, guard,
+                         _saved_line(ckpt_path, finished))
             if distributed.is_main():
                 checkpoint.save_atomic({
                     "stage": stage.name, "epoch": epoch + 1,
                     "modules": {n: m.state_dict() for n, m in stage.state.items()},
                     "optimizer": stage.optimizer.state_dict(),
                     "scheduler": stage.scheduler.state_dict(),
-                    "rng": _rng_state(), "sampler_epoch": epoch + 1,
+                    "rng": checkpoint.rng_state(), "sampler_epoch": epoch + 1,
                     "world_size": distributed.world_size(),
                     "history": stage.history, **stage.extra,
                 }, ckpt_path)
@@ -132,16 +122,28 @@ def fit(stage: Stage, train_loader, ckpt_path: Path, runlog: RunLog, seed: int,
     return stage.history
 
 
+def _saved_line(ckpt_path: Path, finished: int) -> str:
+    """What the run folder holds after a stop in the epoch following ``finished``."""
+    if finished:
+        return (f"{ckpt_path} still holds epoch {finished}: fix the recipe and rerun with "
+                "--resume")
+    return "nothing of this stage was saved: fix the recipe and rerun"
+
+
 def _train_epoch(stage: Stage, train_loader, epoch: int, seed: int, device: torch.device,
-                 scaler, runlog: RunLog) -> None:
-    """Train ``stage`` for epoch ``epoch`` (0-based), step its scheduler, evaluate, log."""
+                 scaler, runlog: RunLog, guard: FiniteGuard, saved: str) -> None:
+    """Train ``stage`` for epoch ``epoch`` (0-based), step its scheduler, evaluate, log.
+    The host synchronises with the device once every ``CHECK_INTERVAL`` steps (guard and
+    progress bar), not per step."""
     began = time.time()
     torch.manual_seed(epoch_seed(seed, epoch))
     sampler = getattr(train_loader, "sampler", None)
     if hasattr(sampler, "set_epoch"):
         sampler.set_epoch(epoch)
     stage.model.train()
-    meter = Meter()
+    meter = Meter(device)
+    guard.reset()
+    params = [p for group in stage.optimizer.param_groups for p in group["params"]]
     total = len(train_loader) if stage.max_batches is None else min(len(train_loader),
                                                                      stage.max_batches)
     with tqdm(train_loader, total=total, desc=f"{stage.name} {epoch + 1}/{stage.epochs}",
@@ -155,14 +157,19 @@ def _train_epoch(stage: Stage, train_loader, epoch: int, seed: int, device: torc
             stage.optimizer.zero_grad(set_to_none=True)
             if scaler is None:
                 loss.backward()
+                guard.observe(i, loss, params)
                 stage.optimizer.step()
             else:
                 scaler.scale(loss).backward()
+                guard.observe(i, loss, params, check_gradients=False)
                 scaler.step(stage.optimizer)
                 scaler.update()
             sj.reset(stage.model)
-            meter.update(float(loss.detach()), logits.float(), y, parts)
-            bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
+            meter.update(loss.detach(), logits.float(), y, parts)
+            if (i + 1) % CHECK_INTERVAL == 0:
+                guard.check(stage.name, epoch + 1, saved)
+                bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
+    guard.check(stage.name, epoch + 1, saved)
     lr = stage.optimizer.param_groups[0]["lr"]
     stage.scheduler.step()
     distributed.broadcast_buffers(stage.model)
@@ -177,18 +184,25 @@ def _train_epoch(stage: Stage, train_loader, epoch: int, seed: int, device: torc
 
 @torch.no_grad()
 def evaluate(model: nn.Module, loader, to_input: Callable, device: torch.device,
-             amp: str = "none", desc: str = "eval") -> Dict[str, float]:
+             amp: str = "none", desc: str = "eval",
+             total: Optional[int] = None) -> Dict[str, float]:
     """Top-1 / top-5 / cross-entropy of ``model`` (eval mode) over ``loader``; SNN outputs
-    ``[T,B,K]`` are averaged over time."""
+    ``[T,B,K]`` are averaged over time. ``total``: the number of batches for the progress bar
+    (default ``len(loader)``)."""
     was_training = model.training
     model.eval()
-    meter = Meter()
-    for x, y in tqdm(loader, desc=desc, leave=False, disable=None if distributed.is_main() else True):
+    meter = Meter(device)
+    if total is None and hasattr(loader, "__len__"):
+        total = len(loader)
+    for x, y in tqdm(loader, desc=desc, total=total, leave=False,
+                     disable=None if distributed.is_main() else True):
         x, y = x.to(device), y.to(device)
         with _autocast(amp, device):
             out = model(to_input(x))
         logits = (out.mean(0) if out.dim() == 3 else out).float()
         sj.reset(model)
-        meter.update(float(torch.nn.functional.cross_entropy(logits, y)), logits, y)
+        meter.update(torch.nn.functional.cross_entropy(logits, y), logits, y)
     model.train(was_training)
-    return meter.result()
+    metrics = meter.result()
+    del metrics["ce"]  # the loss is the cross-entropy here
+    return metrics

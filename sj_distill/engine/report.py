@@ -36,9 +36,22 @@ def collect(run_dirs: Iterable[str]) -> List[Dict]:
         root = Path(root)
         if not root.exists():
             raise FileNotFoundError(f"run folder {root} does not exist")
-        found += [{**json.loads(p.read_text()), "run": str(p.parent)}
+        found += [{**_read_summary(p), "run": str(p.parent)}
                   for p in sorted(root.rglob("summary.json"))]
     return found
+
+
+def _read_summary(path: Path) -> Dict:
+    """One run's ``summary.json``; a damaged file is one ``ValueError`` naming it."""
+    try:
+        summary = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path} is damaged (not valid JSON: {err}); delete it or rerun that "
+                         "run with --resume to write it again") from None
+    if not isinstance(summary, dict) or "recipe" not in summary:
+        raise ValueError(f"{path} is not an sj-distill run summary (no 'recipe'); move it out "
+                         "of the folders given to `sj-distill table`") from None
+    return summary
 
 
 CSV_COLUMNS = ("recipe", "method", "loss", "epochs", "expected_top1", "top1", "delta", "top5",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import time
 from pathlib import Path
 from typing import Dict, Optional
@@ -20,11 +21,13 @@ import yaml
 from torch import nn
 
 from .. import __version__, sj
+from ..config import RecipeError
 from . import checkpoint, distributed, runfolder
 from .build import (build_data, build_student, input_adapter, make_loaders,
                     optimizer_and_scheduler, student_objective, teacher_view)
 from .loop import Stage, evaluate, fit, seed_everything
-from .runlog import RunLog, setup_logging
+from .memory import check_memory
+from .runlog import RunLog, setup_logging, stop_logging
 from .validate import check_recipe
 
 log = logging.getLogger("sj_distill")
@@ -46,17 +49,59 @@ def run_recipe(recipe: Dict, out_dir: str | Path, data_dir: Optional[str] = None
     """Run ``recipe`` (validated, see :mod:`sj_distill.config`) into ``out_dir``; return the
     summary (also written to ``out_dir/summary.json`` by rank 0).
 
-    The whole recipe is checked first (:func:`~sj_distill.engine.validate.check_recipe`), and
-    the folder against ``resume`` / ``restart`` (:func:`~sj_distill.engine.runfolder.prepare`):
-    a mistake stops the run before anything is written or any data is read. Ctrl-C / SIGTERM
-    during an epoch raise :class:`~sj_distill.engine.runfolder.RunInterrupted`."""
+    In this order, and before the run folder is created or written: the folder against
+    ``resume`` / ``restart`` and another run's lock
+    (:func:`~sj_distill.engine.runfolder.preflight`), the whole recipe built on a dry run
+    (:func:`~sj_distill.engine.validate.check_recipe`), the data set (opened, so damaged
+    data and a batch larger than the training set stop here) and a lower bound of the
+    training memory against the device's (:func:`~sj_distill.engine.memory.check_memory`).
+    Only then does rank 0 take the folder's lock (creating the folder), which it holds until
+    the run ends. Ctrl-C / SIGTERM during an epoch raise
+    :class:`~sj_distill.engine.runfolder.RunInterrupted`; Ctrl-C before anything was saved in
+    a folder this run created removes the folder."""
     out_dir = Path(out_dir)
+    runfolder.preflight(out_dir, resume, restart)
     check_recipe(recipe, out_dir)
     device = distributed.init()
+    train_set, test_set = build_data(recipe, data_dir)
+    check_batch_size(recipe, len(train_set))
+    check_memory(recipe, build_student(recipe, train_set.num_classes, train_set.in_chans),
+                 train_set.in_chans, device, distributed.world_size())
+    created = not out_dir.exists()
+    lock = runfolder.RunLock(out_dir)
+    if distributed.is_main():
+        lock.acquire()
+    try:
+        return _run(recipe, out_dir, train_set, test_set, device, resume, restart)
+    except KeyboardInterrupt:
+        if created and distributed.is_main() and not runfolder.saved_checkpoints(out_dir):
+            stop_logging()
+            shutil.rmtree(out_dir, ignore_errors=True)
+        raise
+    finally:
+        lock.release()
+
+
+def check_batch_size(recipe: Dict, train_size: int) -> None:
+    """``data.batch_size`` is at most the training set: a larger one is a mistake (every epoch
+    would be one batch of the whole set, and the memory check would plan for the larger
+    batch)."""
+    batch = recipe["data"]["batch_size"]
+    if batch > train_size:
+        raise RecipeError(f"data.batch_size {batch} is larger than the training set "
+                          f"({train_size} samples): use data.batch_size <= {train_size}")
+
+
+def _run(recipe: Dict, out_dir: Path, train_set, test_set, device: torch.device, resume: bool,
+         restart: bool) -> Dict:
+    """The run itself, in a folder this process holds."""
     runfolder.prepare(out_dir, resume, restart)
     setup_logging(out_dir)
     if distributed.is_main():
-        out_dir.mkdir(parents=True, exist_ok=True)
+        removed = checkpoint.remove_stale_temporaries(out_dir)
+        if removed:
+            log.info("removed %d temporary file(s) of an interrupted save: %s", len(removed),
+                     ", ".join(removed))
         (out_dir / "recipe.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
     seed = recipe["seed"]
     seed_everything(seed)
@@ -66,7 +111,6 @@ def run_recipe(recipe: Dict, out_dir: str | Path, data_dir: Optional[str] = None
     started = time.time()
     log.info("recipe %s -> %s (SpikingJelly %s, %d process(es), %s)", recipe["name"], out_dir,
              sj.SJ_VERSION, distributed.world_size(), device)
-    train_set, test_set = build_data(recipe, data_dir)
     num_classes, in_chans = train_set.num_classes, train_set.in_chans
     time_major = getattr(train_set, "time_major", False)
     T = recipe["data"]["T"]
@@ -86,7 +130,7 @@ def run_recipe(recipe: Dict, out_dir: str | Path, data_dir: Optional[str] = None
     if recipe["train"]["sync_bn"]:  # before rate.enable, which must see the synchronised BNs
         from .. import sync_bn
 
-        sync_bn.convert(student)
+        sync_bn.convert(student, rate_pass_stats=recipe["train"]["sync_bn_rate_pass"])
     trained, objective, checkpointed = student_objective(recipe, student, teacher)
     if getattr(trained, "pairs", None):
         log.info("block-wise replacement: %s", ", ".join(
@@ -131,8 +175,10 @@ def run_recipe(recipe: Dict, out_dir: str | Path, data_dir: Optional[str] = None
         checkpoint.save_atomic({"recipe": recipe, "model": student.state_dict(),
                                 "summary": summary}, out_dir / "student.pt")
         (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-        log.info("done: top1 %.2f (expected %s) in %.0fs", summary["top1"] or float("nan"),
-                 summary["expected_top1"], summary["seconds"])
+        expected = summary["expected_top1"]
+        log.info("done: top1 %.2f (%s) in %.0fs", summary["top1"] or float("nan"),
+                 "no expected value in the recipe" if expected is None
+                 else f"expected {expected:.2f}", summary["seconds"])
     runlog.close()
     distributed.barrier()
     return summary

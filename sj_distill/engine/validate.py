@@ -61,6 +61,9 @@ def _dry_teacher(recipe: Dict, out_dir: Optional[Path]):
     if spec["checkpoint"] and not Path(spec["checkpoint"]).is_file():
         raise RecipeError(f"teacher.checkpoint: {spec['checkpoint']} does not exist"
                           f"{missing_teacher_advice(spec['checkpoint'])}")
+    if spec["checkpoint"]:
+        with recipe_section("teacher.checkpoint"):
+            teachers.read_state_dict(spec["checkpoint"])
     finished = out_dir is not None and (out_dir / "teacher.pt").is_file()
     if not spec["checkpoint"] and not finished and spec["train"]["epochs"] <= 0:
         raise RecipeError(f"teacher.model is {spec['model']!r} but there are no weights: set "
@@ -87,7 +90,7 @@ def check_recipe(recipe: Dict, out_dir: Optional[Path] = None) -> None:
         from .. import sync_bn
 
         with recipe_section("train.sync_bn"):
-            sync_bn.convert(student)
+            sync_bn.convert(student, rate_pass_stats=recipe["train"]["sync_bn_rate_pass"])
     trained, _, _ = student_objective(recipe, student, teacher)
     params = [p for p in trained.parameters() if p.requires_grad]
     optimizer_and_scheduler(recipe["train"], params, recipe["train"]["epochs"])

@@ -6,6 +6,8 @@ from typing import Callable, Dict, List
 
 from torch import nn
 
+from .. import sj
+
 _MODELS: Dict[str, Callable[..., nn.Module]] = {}
 
 
@@ -30,4 +32,6 @@ def create_model(name: str, num_classes: int = 10, **kwargs) -> nn.Module:
     ``reset``, ``detach_reset``, ``surrogate_fn``, ``alpha``, ``backend``, ``kind``)."""
     if name not in _MODELS:
         raise KeyError(f"unknown model {name!r}; registered models: {', '.join(list_models())}")
-    return _MODELS[name](num_classes=num_classes, **kwargs)
+    model = _MODELS[name](num_classes=num_classes, **kwargs)
+    sj.check_step_mode(model, f"student {name!r}")
+    return model

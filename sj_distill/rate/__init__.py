@@ -6,11 +6,13 @@ with the usual ``[T, B, ...]`` input runs two passes:
 1. **spike pass** (``current_phase() == "spike"``, no autograd): the untouched SNN over all
    ``T`` steps with SpikingJelly's own neuron kernels; every neuron keeps its firing rate
    and eligibility, every BatchNorm its batch statistics (running statistics are updated
-   here, once), every max-pool the time-mean of its output.
+   here, once).
 2. **rate pass** (``current_phase() == "rate"``, autograd): the network once more, in
    single-step mode, on the time-mean input ``[B, ...]``; neurons return their spike-pass
-   rate with the gradient ``eligibility * dL/dr``. Stage modules see ``[B, ...]`` rate
-   tensors that carry autograd (forward hooks may use them in other graphs).
+   rate with the gradient ``eligibility * dL/dr``; a max-pool pools the rate map it receives
+   (``max_pool="rate"``, the public code's rule) or returns the time-mean of the spike pass's
+   pooled output (``max_pool="spikes"``). Stage modules see ``[B, ...]`` rate tensors that
+   carry autograd (forward hooks may use them in other graphs).
 
 The call returns the rate-pass output (time-mean logits ``[B, K]``), whose gradient is
 scaled by ``1/T`` when ``scale_grad_by_T`` (the value is unchanged). In eval mode the model
@@ -38,12 +40,16 @@ from typing import Callable, Optional
 import torch
 from torch import nn
 
+from .. import sj
 from .classify import UnsupportedModuleError, patch_plan
 from .passes import (MODEL_STATE, PATCHES, STATE, LayerState, ModelState,
                      current_phase, model_forward, model_step_mode, spike_pass, tap)
 
 __all__ = ["enable", "disable", "is_enabled", "current_phase", "tap", "spike_pass_only",
-           "UnsupportedModuleError"]
+           "UnsupportedModuleError", "MAX_POOL_RULES"]
+
+#: The rate pass's max-pool rules (``enable(max_pool=...)``).
+MAX_POOL_RULES = ("rate", "spikes")
 
 
 def spike_pass_only(model: nn.Module, x: torch.Tensor, *args, **kwargs) -> None:
@@ -62,7 +68,7 @@ def spike_pass_only(model: nn.Module, x: torch.Tensor, *args, **kwargs) -> None:
 
 
 def enable(model: nn.Module, scale_grad_by_T: bool = True,
-           time_chunk: Optional[int] = None) -> nn.Module:
+           time_chunk: Optional[int] = None, max_pool: str = "rate") -> nn.Module:
     """Switch rate-based backprop on for ``model``, in place; returns ``model``.
 
     Train mode: ``model(x)`` with ``x`` ``[T, B, ...]`` returns time-mean outputs ``[B, ...]``
@@ -71,17 +77,33 @@ def enable(model: nn.Module, scale_grad_by_T: bool = True,
     each multi-step neuron is called on ``time_chunk`` steps at a time (same spikes; its own
     temporaries shrink from ``[T, ...]`` to ``[time_chunk, ...]``; larger chunks mean fewer
     kernel calls). ``time_chunk=None`` (default): all ``T`` steps in one fused-kernel call
-    on CUDA, one step per call on the CPU. Eval mode: the original SNN. Raises
-    :class:`UnsupportedModuleError` naming the first module it cannot treat. Enabling an enabled model only updates
-    ``scale_grad_by_T`` and ``time_chunk``."""
+    on CUDA, one step per call on the CPU.
+
+    ``max_pool``: what a max-pool does in the rate pass. ``"rate"`` (default; the public
+    code's rule) max-pools the rate map it receives: the value is each window's largest rate,
+    the gradient goes to that arg-max (exact ties: the first in the window, torch's rule).
+    ``"spikes"`` keeps the SNN's own value, the time-mean of the step-by-step pooled spikes
+    (which is larger wherever the most active input changes over time), with the same
+    gradient routing; at ``T = 1`` both equal BPTT. See docs/rate_bp.md.
+
+    Eval mode: the original SNN. Raises :class:`UnsupportedModuleError` naming the first
+    module it cannot treat, and :class:`sj_distill.sj.MixedStepModeError` for a model in
+    mixed step modes. Enabling an enabled model only updates ``scale_grad_by_T``,
+    ``time_chunk`` and ``max_pool``."""
     if time_chunk is not None and (isinstance(time_chunk, bool)
                                    or not isinstance(time_chunk, int) or time_chunk < 1):
         raise ValueError(f"time_chunk must be a positive int (time steps per neuron call) or "
                          f"None (T on CUDA, 1 on the CPU), got {time_chunk!r}")
+    if max_pool not in MAX_POOL_RULES:
+        raise ValueError(f"max_pool must be 'rate' (max-pool the rate map, the public code's "
+                         f"rule) or 'spikes' (the time-mean of the pooled spikes), got "
+                         f"{max_pool!r}")
     if is_enabled(model):
         getattr(model, MODEL_STATE).scale_grad_by_T = bool(scale_grad_by_T)
         getattr(model, MODEL_STATE).time_chunk = time_chunk
+        getattr(model, MODEL_STATE).max_pool = max_pool
         return model
+    sj.check_step_mode(model, "rate.enable")
     plan = patch_plan(model)
     model_step_mode([m for _, m, kind in plan if kind == "neuron"])
     layers = []
@@ -93,7 +115,7 @@ def enable(model: nn.Module, scale_grad_by_T: bool = True,
         module.forward = types.MethodType(PATCHES[kind], module)
         layers.append(module)
     state = ModelState(model.forward, "forward" in model.__dict__, bool(scale_grad_by_T), layers,
-                        time_chunk)
+                       time_chunk, max_pool)
     setattr(model, MODEL_STATE, state)
     model.forward = types.MethodType(model_forward, model)
     return model

@@ -139,12 +139,21 @@ class BatchNormRecord:
     A BatchNorm in eval mode inside a training model uses its running statistics in both
     passes (then it is affine). A :class:`sj_distill.sync_bn.SyncBatchNorm` under
     ``torch.distributed`` reduces its moments over all ranks, one collective per layer in each
-    pass, so both passes see the global batch's statistics."""
+    pass, so both passes see the global batch's statistics; with ``rate_pass_stats="local"``
+    (the public code's behaviour) the spike pass still normalises with the global batch, but
+    the rate pass uses this rank's own spike-pass statistics and rate-batch moments."""
 
     def __init__(self):
         self.chunks: List[Tuple[torch.Tensor, torch.Tensor, int]] = []
+        self.local_chunks: List[Tuple[torch.Tensor, torch.Tensor, int]] = []
         self.mean: Optional[torch.Tensor] = None
         self.var: Optional[torch.Tensor] = None
+        self.local_mean: Optional[torch.Tensor] = None
+        self.local_var: Optional[torch.Tensor] = None
+
+    @staticmethod
+    def _local_rate_pass(bn: nn.Module) -> bool:
+        return getattr(bn, "rate_pass_stats", "global") == "local"
 
     @staticmethod
     def uses_batch_stats(bn: nn.modules.batchnorm._BatchNorm) -> bool:
@@ -166,6 +175,9 @@ class BatchNormRecord:
         if is_synchronised(bn):  # statistics of the global batch: one collective
             mean, var, count = global_mean_var(x, bn.process_group)
             self.chunks.append((mean, var, count))
+            if self._local_rate_pass(bn):
+                local_var, local_mean = torch.var_mean(x, self._reduce_dims(x), unbiased=False)
+                self.local_chunks.append((local_mean, local_var, x.numel() // x.shape[1]))
             return normalise(bn, x, mean, var)
         # momentum 1 makes torch's own batch norm hand back the batch mean and unbiased
         # variance it normalised with: one pass over x, and the output is bit-identical to
@@ -178,16 +190,24 @@ class BatchNormRecord:
         self.chunks.append((mean, var.mul_((count - 1) / count), count))
         return y
 
+    @staticmethod
+    def _pool(chunks: List[Tuple[torch.Tensor, torch.Tensor, int]]):
+        """``(mean, biased variance, count)`` of the union of the chunks."""
+        count = sum(n for _, _, n in chunks)
+        mean = sum(m * n for m, _, n in chunks) / count
+        var = sum((v + (m - mean) ** 2) * n for m, v, n in chunks) / count
+        return mean, var, count
+
     def finish(self, bn: nn.modules.batchnorm._BatchNorm) -> None:
         """Pool the chunks' statistics and update the running statistics once."""
         if not self.chunks:
             return
-        count = sum(n for _, _, n in self.chunks)
-        mean = sum(m * n for m, _, n in self.chunks) / count
-        var = sum((v + (m - mean) ** 2) * n for m, v, n in self.chunks) / count
-        self.mean, self.var, self.chunks = mean, var, []
+        self.mean, self.var, count = self._pool(self.chunks)
+        if self.local_chunks:
+            self.local_mean, self.local_var, _ = self._pool(self.local_chunks)
+        self.chunks, self.local_chunks = [], []
         if bn.training and bn.track_running_stats:
-            update_running_stats(bn, mean, var, count)
+            update_running_stats(bn, self.mean, self.var, count)
 
     def rate_forward(self, bn: nn.modules.batchnorm._BatchNorm, x: torch.Tensor,
                      name: str) -> torch.Tensor:
@@ -197,16 +217,19 @@ class BatchNormRecord:
         shape = self._channel_shape(x)
         if self.uses_batch_stats(bn):
             _check_shape(f"BatchNorm '{name}'", self.mean.shape, x.shape[1:2])
-            if is_synchronised(bn):  # the global rate batch's moments, one collective
+            local = is_synchronised(bn) and self._local_rate_pass(bn)
+            spike_mean, spike_var = (self.local_mean, self.local_var) if local else \
+                (self.mean, self.var)
+            if is_synchronised(bn) and not local:  # the global rate batch's moments, one collective
                 rate_mean, rate_mean_sq, _ = global_moments(x, bn.process_group)
                 rate_mean, rate_mean_sq = rate_mean.view(shape), rate_mean_sq.view(shape)
-                mean = _straight_through(self.mean.view(shape), rate_mean)
+                mean = _straight_through(spike_mean.view(shape), rate_mean)
                 rate_var = rate_mean_sq - 2 * mean * rate_mean + mean.square()  # E[(x - m)^2]
             else:
                 dims = self._reduce_dims(x)
-                mean = _straight_through(self.mean.view(shape), x.mean(dims, keepdim=True))
+                mean = _straight_through(spike_mean.view(shape), x.mean(dims, keepdim=True))
                 rate_var = (x - mean).square().mean(dims, keepdim=True)
-            var = F.relu(_straight_through(self.var.view(shape), rate_var))
+            var = F.relu(_straight_through(spike_var.view(shape), rate_var))
             y = (x - mean) / torch.sqrt(var + bn.eps)
         else:
             y = (x - bn.running_mean.view(shape)) / torch.sqrt(bn.running_var.view(shape) + bn.eps)
@@ -216,11 +239,12 @@ class BatchNormRecord:
 
 
 class MaxPoolRecord:
-    """Time-mean of one max-pool's spike-pass output.
+    """Time-mean of one max-pool's spike-pass output (the ``max_pool="spikes"`` rule).
 
     Max-pooling does not commute with the time-mean, so the rate pass returns the recorded
-    time-mean of the pooled spikes (the value is exact) with the gradient of max-pooling the
-    rate map (it goes to the most active input of each window)."""
+    time-mean of the pooled spikes (the SNN's own value) with the gradient of max-pooling the
+    rate map (it goes to the most active input of each window). The default ``"rate"`` rule
+    needs no record: the rate pass max-pools the rate map, value and gradient."""
 
     def __init__(self):
         self.total: Optional[torch.Tensor] = None

@@ -28,6 +28,7 @@ class _Pass:
     time_chunk: Optional[int] = None
     step: int = 0
     grad_scale: float = 1.0  # gradient factor of every rate-pass tensor that leaves the model
+    max_pool: str = "rate"  # the rate pass's max-pool rule (see sj_distill.rate.enable)
 
 
 _CURRENT: ContextVar[Optional[_Pass]] = ContextVar("sj_distill_rate_pass", default=None)
@@ -87,6 +88,7 @@ class ModelState:
     scale_grad_by_T: bool
     layers: List[nn.Module]
     time_chunk: Optional[int] = None
+    max_pool: str = "rate"
 
 
 class _ScaleGrad(torch.autograd.Function):
@@ -136,7 +138,7 @@ def _batchnorm_forward(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
 def _maxpool_forward(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
     state: LayerState = getattr(self, STATE)
     current = _CURRENT.get()
-    if current is None:
+    if current is None or current.max_pool == "rate":  # the rate pass pools the rate map
         return state.original_forward(x)
     record = state.next_record(current.phase, current.step, MaxPoolRecord)
     if current.phase == "rate":
@@ -189,7 +191,8 @@ def model_forward(self: nn.Module, x: torch.Tensor, *args, **kwargs):
     x_mean = x.mean(0) if x.is_floating_point() else x.to(torch.get_default_dtype()).mean(0)
     grad_scale = 1.0 / T if state.scale_grad_by_T else 1.0
     try:
-        with _phase(_Pass("rate", T, multi_step, grad_scale=grad_scale)) as current, \
+        with _phase(_Pass("rate", T, multi_step, grad_scale=grad_scale,
+                                 max_pool=state.max_pool)) as current, \
                 _single_step_mode(self):
             _begin_step(state.layers, current, 0)
             out = _map_tensors(state.original_forward(x_mean, *args, **kwargs), tap)
@@ -231,7 +234,8 @@ def spike_pass(state: ModelState, x: torch.Tensor, *args, **kwargs) -> bool:
     multi_step = model_step_mode(
         [m for m in state.layers if getattr(m, STATE).kind == "neuron"]) == "m"
     T = x.shape[0]
-    with _phase(_Pass("spike", T, multi_step, state.time_chunk)) as current, torch.no_grad():
+    with _phase(_Pass("spike", T, multi_step, state.time_chunk,
+                             max_pool=state.max_pool)) as current, torch.no_grad():
         if multi_step:
             _begin_step(state.layers, current, 0)
             try:

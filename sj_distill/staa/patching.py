@@ -164,6 +164,7 @@ def patch(model: nn.Module, sample: Sample, where: Union[str, Sequence[str]] = "
         neuron: overrides for the adaptive LIF (``init_m``, ``init_n``, ``v_threshold``,
             ``surrogate_fn``, ...); by default it copies the replaced neuron.
     """
+    sj.check_step_mode(model, "staa.patch")
     calls = probe(model, sample)
     for name in _resolve(model, where, calls):
         target = model.get_submodule(name)
