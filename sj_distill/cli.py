@@ -258,7 +258,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("data", help="real datasets")
     data = p.add_subparsers(dest="data", metavar="ACTION", required=True)
     p = data.add_parser("check", help="verify a dataset's layout and counts without training")
-    p.add_argument("name", help="cifar10, cifar100, imagenet or cifar10dvs")
+    p.add_argument("name", help="cifar10, cifar100, imagenet, cifar10dvs, fashion-mnist, "
+                                "imagefolder or eventfolder")
     p.add_argument("options", nargs="*", metavar="KEY=VALUE",
                    help="dataset options, as data.options in a recipe (e.g. framing=tonic)")
     p.add_argument("--data-dir", default=None, help="the dataset folder")

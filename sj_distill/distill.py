@@ -42,7 +42,10 @@ def distill_step(student: nn.Module, teacher: Optional[nn.Module], batch: Sequen
 
     Returns a dict: ``loss`` (the total; still attached to the graph when no optimizer is
     given, so the caller can call ``backward``), ``parts`` (floats from ``loss_fn.parts``),
-    ``student`` / ``teacher`` logits (detached) and, for a BlockReplacement, ``hybrids``.
+    ``student`` (time-mean logits ``[B, K]``, whether the student trains by BPTT or rate-based
+    backprop), ``student_steps`` (per-step logits ``[T, B, K]`` under BPTT; None under
+    rate-based backprop, which computes only the mean), ``teacher`` logits ``[B, K]`` (all
+    detached) and, for a BlockReplacement, ``hybrids``.
     """
     inputs, targets = batch[0], batch[1]
     x = snn_input(inputs, time_steps)
@@ -71,6 +74,9 @@ def distill_step(student: nn.Module, teacher: Optional[nn.Module], batch: Sequen
             loss = loss.detach()
     finally:
         sj.reset(snn)
+    steps = student_logits.detach() if student_logits.dim() == 3 else None
     result.update(loss=loss, parts=dict(getattr(loss_fn, "parts", {})),
-                  student=student_logits.detach(), teacher=teacher_logits.detach())
+                  student=student_logits.detach().mean(0) if steps is not None
+                  else student_logits.detach(), student_steps=steps,
+                  teacher=teacher_logits.detach())
     return result

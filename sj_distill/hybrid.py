@@ -120,7 +120,8 @@ class BlockReplacement(nn.Module):
             timm-style ``feature_info`` naming its stem and stages (below); may have rate-based
             backprop enabled (``sj_distill.rate.enable``).
         teacher: from :func:`sj_distill.teachers.create_teacher`.
-        points: student stage names (default: every main stage but the last), each paired
+        points: student stage names (default: every main stage but the last, so a two-stage
+            student such as ``csnn`` gets one hybrid: name both to get two), each paired
             with the deepest teacher feature of the same reduction (equal channels preferred),
             or a dict ``{student_stage: teacher_module}`` naming the pairs explicitly.
         adapter: ``factory(in_chs, out_chs, in_reduction, out_reduction) -> nn.Module``

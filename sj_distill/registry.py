@@ -78,6 +78,7 @@ DATASETS.register("cifar10", "sj_distill.data:build_cifar10")
 DATASETS.register("cifar100", "sj_distill.data:build_cifar100")
 DATASETS.register("imagenet", "sj_distill.data:build_imagenet")
 DATASETS.register("cifar10dvs", "sj_distill.data:build_cifar10dvs")
+DATASETS.register("fashion-mnist", "sj_distill.data:build_fashion_mnist")
 
 OPTIMIZERS = Registry("optimizer")
 OPTIMIZERS.register("sgd", "sj_distill.engine.optim:build_sgd")

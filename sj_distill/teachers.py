@@ -177,8 +177,22 @@ def _execution_units(model: nn.Module, cuts: Sequence[str]) -> List[Tuple[str, n
     return units
 
 
+def measured_reduction(image_size: int, size: int) -> int:
+    """The stride that turns ``image_size`` into ``size``: the power of two ``r`` with
+    ``ceil(image_size / r) == size`` (a stride-2 layer rounds odd sizes up: 28 -> 14 -> 7 ->
+    4 is stride 8, not 28 // 4 = 7), else the rounded ratio."""
+    for k in range(16):
+        if -(-image_size // 2 ** k) == size:
+            return 2 ** k
+    return round(image_size / size)
+
+
 def _measured(group: List[Tuple[str, nn.Module]], x: torch.Tensor, image_size: int) -> Dict:
-    return dict(module=group[-1][0], num_chs=x.shape[1], reduction=image_size // x.shape[-1])
+    """One ``feature_info`` row: the group's last module that is not an ``nn.Identity`` (a
+    max-pool the CIFAR stem removed is not the stem's end), channels, measured stride."""
+    name = next((n for n, m in reversed(group) if not isinstance(m, nn.Identity)), group[-1][0])
+    return dict(module=name, num_chs=x.shape[1],
+                reduction=measured_reduction(image_size, x.shape[-1]))
 
 
 def split_model(model: nn.Module, image_size: int = 32, name: str = "") -> Teacher:

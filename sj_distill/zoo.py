@@ -209,7 +209,10 @@ def measure_feature_info(model: nn.Module, modules: List[str], in_chans: int,
     if missing:
         raise ValueError(f"{what}: modules {missing} did not run in the probe forward; name "
                          "modules that the forward calls")
-    return [dict(module=name, num_chs=shapes[name][2], reduction=probe_size // shapes[name][-1])
+    from .teachers import measured_reduction
+
+    return [dict(module=name, num_chs=shapes[name][2],
+                 reduction=measured_reduction(probe_size, shapes[name][-1]))
             for name in modules]
 
 

@@ -165,7 +165,9 @@ def test_distill_step_resets_neurons_and_returns_losses():
     loss_fn = KDLoss()
     out = distill_step(student, small, (torch.rand(2, 3, 16, 16), torch.tensor([3, 4])), loss_fn,
                        time_steps=2)
-    assert out["loss"].requires_grad and out["student"].shape == (2, 2, 10)
+    assert out["loss"].requires_grad and out["student"].shape == (2, 10)
+    assert out["student_steps"].shape == (2, 2, 10)
+    torch.testing.assert_close(out["student"], out["student_steps"].mean(0))
     assert set(out["parts"]) == {"ce", "kl", "total"}
     neurons = [m for m in student.modules() if isinstance(m, neuron.BaseNode)]
     assert all(isinstance(n.v, float) for n in neurons)  # reset_net restores the float state
@@ -180,6 +182,22 @@ def test_distill_step_resets_neurons_and_returns_losses():
     with pytest.raises(ValueError, match="carries its own teacher"):
         distill_step(small_pair(), teacher("resnet18"), (torch.rand(2, 3, 16, 16),
                      torch.tensor([3, 4])), BRDLoss(), time_steps=2)
+
+
+def test_distill_step_gives_time_mean_logits_under_both_trainings():
+    """``student`` is [B, K] under BPTT and rate-based backprop alike (the same value on the
+    same weights); ``student_steps`` [T, B, K] only where the steps exist."""
+    small = teacher("resnet18", small=True)
+    x, y = torch.rand(3, 3, 16, 16), torch.tensor([1, 2, 3])
+    torch.manual_seed(0)
+    bptt = create_model("cifar_resnet20", 10, width=8)
+    by_rate = create_model("cifar_resnet20", 10, width=8)
+    by_rate.load_state_dict(bptt.state_dict())
+    rate.enable(by_rate)
+    outs = [distill_step(m, small, (x, y), KDLoss(), time_steps=2) for m in (bptt, by_rate)]
+    assert outs[0]["student"].shape == outs[1]["student"].shape == (3, 10)
+    torch.testing.assert_close(outs[0]["student"], outs[1]["student"])
+    assert outs[0]["student_steps"].shape == (2, 3, 10) and outs[1]["student_steps"] is None
 
 
 def _hybrid_only_student_grads(hybrid, x, y, objective=None):

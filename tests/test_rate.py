@@ -624,6 +624,31 @@ def test_rate_pass_bn_gradient_is_that_of_the_time_averaged_spike_pass_bn():
     torch.testing.assert_close(z_in.grad.sum(0), x.grad, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("shape", [(6, 1, 28, 28), (4, 6, 1, 28, 28)], ids=["image", "sequence"])
+def test_a_model_with_its_own_time_loop_is_refused_in_one_line(shape):
+    """SpikingJelly's example CSNN repeats its [B,C,H,W] input over its own T inside forward:
+    rate-BP cannot run it once on the time-mean input, and says which part to enable."""
+    from spikingjelly.activation_based.examples.conv_fashion_mnist import CSNN
+
+    net = CSNN(T=4, channels=4)
+    rate.enable(net)
+    with pytest.raises(rate.UnsupportedModuleError) as err:
+        net(torch.rand(*shape))
+    message = str(err.value)
+    assert "\n" not in message
+    assert message.startswith("rate-based backprop needs a model whose forward maps [T,B,...] "
+                              f"to [T,B,...] step by step, but on input {list(shape)} ")
+    assert message.endswith("use rate.enable(net.conv_fc) and call net.conv_fc on "
+                            "x.unsqueeze(0).repeat(T, 1, 1, 1, 1), or train it with BPTT.")
+    part = CSNN(T=4, channels=4).conv_fc  # the advice works
+    rate.enable(part)
+    x = torch.rand(6, 1, 28, 28)
+    out = part(x.unsqueeze(0).repeat(4, 1, 1, 1, 1))
+    assert out.shape == (6, 10)
+    out.sum().backward()
+    assert part[0].weight.grad is not None
+
+
 def _pool_net():
     """LIF (decay 0.2, soft detached reset, sigmoid alpha 4) -> 2x2 max-pool -> Linear(1, 1)."""
     net = nn.Sequential(_neuron(kind="lif", decay=0.2, reset="soft", detach_reset=True,

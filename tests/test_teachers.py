@@ -19,9 +19,18 @@ def test_resnet_cifar_stem_and_split(resnet18):
     assert (conv.kernel_size, conv.stride) == ((3, 3), (1, 1))
     assert isinstance(resnet18.stem[-1], nn.Identity)  # the max-pool is gone
     assert [(f["module"], f["num_chs"], f["reduction"]) for f in resnet18.feature_info] == [
-        ("maxpool", 64, 1), ("layer1", 64, 1), ("layer2", 128, 2), ("layer3", 256, 4),
-        ("layer4", 512, 8)]
+        ("act1", 64, 1), ("layer1", 64, 1), ("layer2", 128, 2), ("layer3", 256, 4),
+        ("layer4", 512, 8)]  # the stem ends at act1: the max-pool after it is an Identity
     assert resnet18(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+
+
+def test_odd_sizes_give_power_of_two_reductions():
+    """At 28x28 the CIFAR-stem ResNet's stages are 28, 28, 14, 7 and 4 pixels: strides 1, 1, 2,
+    4, 8 (28 // 4 would say 7)."""
+    teacher = create_teacher("resnet10t", num_classes=10, in_chans=1, image_size=28, **SMALL)
+    assert [(f["module"], f["reduction"]) for f in teacher.feature_info] == [
+        ("act1", 1), ("layer1", 1), ("layer2", 2), ("layer3", 4), ("layer4", 8)]
+    assert [f.shape[-1] for f in teacher.features(torch.rand(1, 1, 28, 28))] == [28, 28, 14, 7, 4]
 
 
 def test_split_reproduces_the_timm_forward():

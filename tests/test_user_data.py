@@ -220,3 +220,15 @@ def test_registered_dataset_and_student_run_from_python(tmp_path):
     with pytest.raises(RecipeError, match=r"'data\.options\.m' is not a parameter of dataset "
                                           r"'test-randoms' \(parameters: root, img_size, T, n\)"):
         run_recipe(recipe, tmp_path / "bad", overrides=["data.options.m=1"])
+
+
+def test_data_check_reads_an_imagefolder(tmp_path, capsys):
+    from sj_distill.cli import main
+
+    _image_folder(tmp_path)
+    assert main(["data", "check", "imagefolder", "grayscale=true", "img_size=8", "--data-dir",
+                 str(tmp_path)]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        f"imagefolder read from {tmp_path}",
+        "6 train / 6 test samples, 2 classes (red, split); training samples per class 3..3",
+        "first sample [1, 8, 8] float32", "ok"]

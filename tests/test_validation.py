@@ -93,6 +93,43 @@ def test_a_valid_recipe_passes_the_check(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_the_dry_run_uses_the_datasets_own_channels(tmp_path):
+    """A student that only takes 1 channel passes the pre-run check on grayscale data (the
+    check used to build it with 3 channels and blame student.neuron / student.options)."""
+    from sj_distill import config, registry
+    from sj_distill.engine.validate import check_recipe, probe_channels
+
+    def one_channel_net(num_classes, in_chans=1, **params):
+        if in_chans != 1:
+            raise ValueError(f"this net reads 1 channel, got {in_chans}")
+        return models.create_model("csnn", num_classes, in_chans=1, width=4, **params)
+
+    if "one_channel_net_for_validation" not in models.list_models():
+        registry.register_student("one_channel_net_for_validation", one_channel_net)
+    recipe = config.load_recipe("fmnist-bptt", ["student.model=one_channel_net_for_validation",
+                                                "student.options={}"])
+    assert probe_channels(recipe) == 1
+    check_recipe(recipe, tmp_path)
+    folder = config.load_recipe(str(TINY), ["data.name=imagefolder",
+                                            "data.options={grayscale: true}"])
+    assert probe_channels(folder) == 1
+    folder["data"]["options"] = {}
+    assert probe_channels(folder) == 3
+
+
+def test_a_missing_teacher_of_a_teacher_recipe_says_how_to_make_it(tmp_path, capsys, no_data,
+                                                                    monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["recipe", "fmnist-kd", "--out", str(tmp_path / "run")]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "sj-distill: error: teacher.checkpoint: runs/fmnist-teacher/teacher.pt does not exist; "
+        "make it with `sj-distill recipe fmnist-teacher`")
+    assert cli.main(["recipe", "fmnist-kd", "teacher.checkpoint=t/fmnist-teacher/teacher.pt",
+                     "--out", str(tmp_path / "run")]) == 2
+    assert capsys.readouterr().err.strip().endswith(
+        "make it with `sj-distill recipe fmnist-teacher --out t/fmnist-teacher`")
+
+
 @pytest.mark.parametrize("rule", ["rate", "spikes", None])
 def test_train_max_pool_reaches_rate_enable(rule):
     from sj_distill import config, rate

@@ -71,6 +71,37 @@ def build_cifar10dvs(root: Optional[str] = None, img_size: int = 48, T: int = 10
     return CIFAR10DVS(root, train=True, **kwargs), CIFAR10DVS(root, train=False, **kwargs)
 
 
+def build_fashion_mnist(root: Optional[str] = None, img_size: int = 28, T: int = 4,
+                        download: bool = False, verify: bool = True,
+                        train_subset: Optional[int] = None, test_subset: Optional[int] = None,
+                        cache_dir: Optional[str] = None):
+    """Fashion-MNIST, ``[1, 28, 28]`` images (see :mod:`sj_distill.data.fashion_mnist`); no
+    ``root``: Debian's ``/usr/share/datasets/fashion-mnist``; ``train_subset`` / ``test_subset``:
+    the first N/10 images of each class."""
+    from . import fashion_mnist
+
+    return fashion_mnist.build(root, img_size, download, verify, train_subset, cache_dir,
+                               test_subset)
+
+
+#: Input channels of the built-in datasets, known without opening them (the pre-run check
+#: builds the student and teacher with these).
+KNOWN_CHANNELS = {"digits": 1, "digits-dvs": 2, "cifar10": 3, "cifar100": 3, "imagenet": 3,
+                  "cifar10dvs": 2, "fashion-mnist": 1}
+
+
+def input_channels(name: str, options: dict, builder=None) -> Optional[int]:
+    """The input channels dataset ``name`` will give with ``options``, when known before it is
+    read: built-in datasets, ``imagefolder`` (1 with ``grayscale``, else 3), or a registered
+    builder with an integer attribute ``in_chans``; None otherwise."""
+    if name == "imagefolder":
+        return 1 if options.get("grayscale") else 3
+    if name in KNOWN_CHANNELS:
+        return KNOWN_CHANNELS[name]
+    declared = getattr(builder, "in_chans", None)
+    return declared if isinstance(declared, int) else None
+
+
 def _require_size(name: str, img_size: int, size: int) -> None:
     if img_size != size:
         raise ValueError(f"data.img_size must be {size} for {name}, got {img_size}")
@@ -91,5 +122,27 @@ def check_dataset(name: str, root: Optional[str], **options) -> list:
         from . import cifar10dvs
 
         return cifar10dvs.check(root, **options)
-    raise KeyError(f"data check knows the real datasets cifar10, cifar100, imagenet and "
-                   f"cifar10dvs, not {name!r} (embedded datasets need no check)")
+    if name == "fashion-mnist":
+        from . import fashion_mnist
+
+        return fashion_mnist.check(root, **options)
+    if name in ("imagefolder", "eventfolder"):
+        return _check_folder(name, root, **options)
+    raise KeyError(f"data check knows the real datasets cifar10, cifar100, imagenet, "
+                   f"cifar10dvs, fashion-mnist and the folders imagefolder and eventfolder, "
+                   f"not {name!r} (embedded datasets need no check)")
+
+
+def _check_folder(name: str, root: Optional[str], **options) -> list:
+    """Lines describing your own class-per-folder data (``imagefolder`` / ``eventfolder``):
+    the split's sizes and classes, and the first sample's shape (it is read)."""
+    from ..registry import DATASETS
+
+    train, test = DATASETS.build(name, root=root, where="data.options", **options)
+    x, _ = train[0]
+    counts = [sum(1 for _, label in train.samples if label == c) for c in range(len(train.classes))]
+    return [f"{name} read from {root}",
+            f"{len(train)} train / {len(test)} test samples, {len(train.classes)} classes "
+            f"({', '.join(train.classes[:5])}{', ...' if len(train.classes) > 5 else ''}); "
+            f"training samples per class {min(counts)}..{max(counts)}",
+            f"first sample {list(x.shape)} {str(x.dtype).replace('torch.', '')}"]

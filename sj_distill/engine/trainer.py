@@ -132,6 +132,9 @@ def _run(recipe: Dict, out_dir: Path, train_set, test_set, device: torch.device,
 
         sync_bn.convert(student, rate_pass_stats=recipe["train"]["sync_bn_rate_pass"])
     trained, objective, checkpointed = student_objective(recipe, student, teacher)
+    if getattr(trained, "pairs", None):
+        log.info("block-wise replacement: %s", ", ".join(
+            f"student {p} -> teacher {t}" for p, t in trained.pairs.items()))
     trained = trained.to(device)
     ddp_model = trained
     if distributed.world_size() > 1:

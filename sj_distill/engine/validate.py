@@ -14,12 +14,39 @@ from pathlib import Path
 from typing import Dict, Optional
 
 from ..config import RecipeError
+from ..registry import DATASETS
 from .build import (build_ann, build_student, check_data, optimizer_and_scheduler,
                     recipe_section, student_objective)
 
-#: Placeholder class count and input channels of the dry run (the data set is not opened).
+#: Placeholder class count and input channels of the dry run (the data set is not opened);
+#: the channels are the data set's own when known (:func:`sj_distill.data.input_channels`).
 PROBE_CLASSES = 10
 PROBE_CHANS = 3
+
+
+def probe_channels(recipe: Dict) -> int:
+    """Input channels for the dry run: the recipe's data set's, when known without reading it
+    (e.g. 1 for ``fashion-mnist`` or ``imagefolder`` with ``grayscale: true``), else
+    :data:`PROBE_CHANS`."""
+    from ..data import input_channels
+
+    data = recipe["data"]
+    builder = DATASETS.get(data["name"], where="data.name")
+    return input_channels(data["name"], data["options"], builder) or PROBE_CHANS
+
+
+def missing_teacher_advice(path: str) -> str:
+    """``; make it with `sj-distill recipe NAME``` when ``path`` is ``.../NAME/teacher.pt`` and
+    NAME is a shipped recipe (the teacher recipes write there), else nothing."""
+    from ..config import known_recipes
+
+    parts = Path(path).parts
+    if len(parts) >= 2 and parts[-1] == "teacher.pt" and parts[-2] in known_recipes():
+        out = Path(*parts[:-1])
+        default = Path("runs") / parts[-2]
+        where = "" if out == default else f" --out {out}"
+        return f"; make it with `sj-distill recipe {parts[-2]}{where}`"
+    return ""
 
 def _dry_teacher(recipe: Dict, out_dir: Optional[Path]):
     """The recipe's teacher, split and frozen, with random weights (``None`` without one)."""
@@ -30,9 +57,10 @@ def _dry_teacher(recipe: Dict, out_dir: Optional[Path]):
     if not spec["model"]:
         return None
     with recipe_section("teacher"):
-        model = build_ann(recipe, PROBE_CLASSES, PROBE_CHANS)
+        model = build_ann(recipe, PROBE_CLASSES, probe_channels(recipe))
     if spec["checkpoint"] and not Path(spec["checkpoint"]).is_file():
-        raise RecipeError(f"teacher.checkpoint: {spec['checkpoint']} does not exist")
+        raise RecipeError(f"teacher.checkpoint: {spec['checkpoint']} does not exist"
+                          f"{missing_teacher_advice(spec['checkpoint'])}")
     if spec["checkpoint"]:
         with recipe_section("teacher.checkpoint"):
             teachers.read_state_dict(spec["checkpoint"])
@@ -57,7 +85,7 @@ def check_recipe(recipe: Dict, out_dir: Optional[Path] = None) -> None:
     folder, may not exist) tells whether a finished ``teacher.pt`` is there to use."""
     check_data(recipe)
     teacher = _dry_teacher(recipe, out_dir)
-    student = build_student(recipe, PROBE_CLASSES, PROBE_CHANS)
+    student = build_student(recipe, PROBE_CLASSES, probe_channels(recipe))
     if recipe["train"]["sync_bn"]:
         from .. import sync_bn
 

@@ -6,7 +6,7 @@ SpikingJelly layers and :func:`sj_distill.sj.make_neuron` neurons, with stage na
 follow torchvision / timm (``conv1``, ``bn1``, ``layer1..layerK``, ``fc``).
 """
 from ._registry import create_model, list_models, register_model
-from . import resnet, vgg  # noqa: F401  (registers the builders)
+from . import csnn, resnet, vgg  # noqa: F401  (registers the builders)
 from . import staa_models  # noqa: F401  (registers staa_resnet19/34, staa_vggsnn)
 from .resnet import SpikingResNet
 from .vgg import SpikingVGG

@@ -122,6 +122,10 @@ def _neuron_forward(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
             if record.sealed:  # its steps were added in an earlier sweep
                 return state.original_forward(x)
             current.touched.add(record)
+        if current.multi_step and x.shape[0] != current.steps:
+            raise OwnTimeLoopError(
+                f"neuron '{state.name}' got {x.shape[0]} time steps from an input with "
+                f"{current.steps} along its first dimension")
         return record.spike_forward(self, state.original_forward, x, self.step_mode == "m",
                                     current.time_chunk)
     return record.rate_forward(self, x, state.name)
@@ -221,26 +225,63 @@ def model_forward(self: nn.Module, x: torch.Tensor, *args, **kwargs):
 
 # --------------------------------------------------------------------------- pass helpers
 
+class OwnTimeLoopError(RuntimeError):
+    """A multi-step neuron saw another number of time steps than the model's input holds."""
+
+
+def _own_time_loop_advice(state: ModelState, x: torch.Tensor, found: str) -> TypeError:
+    """One line for a model whose forward makes its own time dimension (it repeats a
+    ``[B,C,H,W]`` image over its own T, as SpikingJelly's example ``CSNN`` does)."""
+    from .classify import UnsupportedModuleError
+
+    parts = sorted({getattr(m, STATE).name.split(".")[0] for m in state.layers
+                    if getattr(m, STATE).kind == "neuron"})
+    part = (f"rate.enable(net.{parts[0]}) and call net.{parts[0]} on "
+            "x.unsqueeze(0).repeat(T, 1, 1, 1, 1)" if len(parts) == 1 and parts[0] else
+            "rate.enable on the part of the model that maps [T,B,...] to [T,B,...] step by "
+            "step, and call that part on the repeated input")
+    return UnsupportedModuleError(
+        f"rate-based backprop needs a model whose forward maps [T,B,...] to [T,B,...] step by "
+        f"step, but on input {list(x.shape)} {found}. A forward that makes its own time "
+        f"dimension (e.g. repeats a [B,C,H,W] image over its own T) cannot run once on the "
+        f"time-mean input: use {part}, or train it with BPTT.")
+
+
 def spike_pass(model: nn.Module, state: ModelState, x: torch.Tensor, *args, **kwargs) -> bool:
     """The spike pass over ``x`` ``[T, B, ...]`` (no autograd): fills every layer's records;
-    returns whether the model is multi-step."""
+    returns whether the model is multi-step. A multi-step model whose neurons see another T
+    than ``x.shape[0]``, or whose forward fails on ``[T, B, ...]`` before any neuron ran, is
+    refused with :class:`~sj_distill.rate.classify.UnsupportedModuleError` (one line)."""
     multi_step = model_step_mode(
         [m for m in state.layers if getattr(m, STATE).kind == "neuron"]) == "m"
     T = x.shape[0]
     with torch.no_grad():
-        if multi_step and state.spike_pass == "sweep":
-            _sweep_spike_pass(model, state, x, *args, **kwargs)
-            return multi_step
-        with _phase(_Pass("spike", T, multi_step, state.time_chunk, steps=T,
-                          max_pool=state.max_pool)) as current:
-            if multi_step:
-                _begin_step(state.layers, current, 0)
-                state.original_forward(x, *args, **kwargs)
-            else:
+        if not multi_step:
+            with _phase(_Pass("spike", T, False, state.time_chunk, steps=T,
+                              max_pool=state.max_pool)) as current:
                 for t in range(T):
                     _begin_step(state.layers, current, t)
                     state.original_forward(x[t], *args, **kwargs)
-            _finish_spike_pass(state.layers)
+                _finish_spike_pass(state.layers)
+            return multi_step
+        try:
+            if state.spike_pass == "sweep":
+                _sweep_spike_pass(model, state, x, *args, **kwargs)
+                return multi_step
+            with _phase(_Pass("spike", T, True, state.time_chunk, steps=T,
+                              max_pool=state.max_pool)) as current:
+                _begin_step(state.layers, current, 0)
+                state.original_forward(x, *args, **kwargs)
+                _finish_spike_pass(state.layers)
+        except OwnTimeLoopError as err:
+            raise _own_time_loop_advice(state, x, str(err)) from None
+        except RuntimeError as err:
+            if any(getattr(m, STATE).records for m in state.layers
+                   if getattr(m, STATE).kind == "neuron"):
+                raise
+            first_line = (str(err).splitlines() or [""])[0]
+            raise _own_time_loop_advice(
+                state, x, f"its forward failed before any neuron ran ({first_line})") from None
     return multi_step
 
 
