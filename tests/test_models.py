@@ -16,8 +16,9 @@ NEW = ["resnet18", "resnet19", "vgg11", "vgg13", "vggsnn", "sew_resnet34", "prea
 
 
 def _options(name: str) -> dict:
-    """``vggsnn``'s fc size depends on its input size: build it for 16x16 inputs."""
-    return dict(img_size=16) if "vggsnn" in name else {}
+    """``vggsnn``'s and ``csnn``'s fc sizes depend on the input size: build them for 16x16
+    inputs."""
+    return dict(img_size=16) if "vggsnn" in name or name == "csnn" else {}
 
 
 def _input(name: str, T: int, batch: int = 2, in_chans: int = 0) -> torch.Tensor:
