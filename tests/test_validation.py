@@ -1,11 +1,9 @@
 """Every recipe mistake stops ``sj-distill recipe`` before the run folder is written or any
-data is read: one error line naming the recipe key, within seconds (issue 14, item 1)."""
-import time
+data is read: one error line naming the recipe key (issue 14, item 1; how fast is measured in
+issue 24's notes, not asserted here)."""
 from pathlib import Path
 
 import pytest
-import timm  # noqa: F401  (imported here so that the timings below measure the checks only)
-
 from sj_distill import cli, models  # noqa: F401
 from sj_distill.engine import trainer
 from sj_distill.registry import DATASETS
@@ -72,16 +70,13 @@ def no_data(monkeypatch):
 def test_mistake_is_one_line_before_any_write_or_read(recipe, override, expected, tmp_path,
                                                        capsys, no_data):
     out = tmp_path / "run"
-    started = time.perf_counter()
     status = cli.main(["recipe", str(recipe), override, "--out", str(out)])
-    seconds = time.perf_counter() - started
     err = capsys.readouterr().err.strip().splitlines()
     assert status == 2
     assert len(err) == 1, err
     assert err[0].startswith("sj-distill: error: ")
     assert expected in err[0]
     assert not out.exists(), "the run folder was created before the mistake was reported"
-    assert seconds < 15, f"the mistake took {seconds:.1f} s to report"
 
 
 def test_a_valid_recipe_passes_the_check(tmp_path):
