@@ -10,44 +10,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import List, Tuple
 
-from .errors import DatasetError, require_root, where_to_put
-from .sources import IMAGENET_DOWNLOAD as DOWNLOAD
-from .sources import IMAGENET_LAYOUT
+from .errors import DatasetError
+from .sources import check_imagenet_folders
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 COUNTS = (1000, 1281167, 50000)
-IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png")
-
-
-def check_folders(root) -> Path:
-    """``root`` with ``train/`` and ``val/`` holding the same class folders; else one error."""
-    root = require_root(root, "ImageNet", IMAGENET_LAYOUT, DOWNLOAD)
-    for split in ("train", "val"):
-        folder = root / split
-        if not folder.is_dir():
-            raise DatasetError(f"ImageNet: {folder} does not exist (expected train/ and val/ with "
-                               f"one folder per class); {where_to_put(root, DOWNLOAD)}")
-        if not any(p.is_dir() for p in folder.iterdir()):
-            flat = any(p.suffix.lower() in IMAGE_SUFFIXES for p in folder.iterdir())
-            hint = (" (its images are not sorted into class folders: move each into its wnid "
-                    "folder, e.g. with the ILSVRC2012 validation ground truth)") if flat else ""
-            raise DatasetError(f"ImageNet: {folder} has no class folders{hint}; "
-                               f"{where_to_put(root, DOWNLOAD)}")
-    train = sorted(p.name for p in (root / "train").iterdir() if p.is_dir())
-    val = sorted(p.name for p in (root / "val").iterdir() if p.is_dir())
-    if train != val:
-        odd = sorted(set(train) ^ set(val))
-        raise DatasetError(f"ImageNet: train/ and val/ in {root} hold different class folders "
-                           f"({len(train)} vs {len(val)}; e.g. {', '.join(odd[:3])}); a partial "
-                           "download or extraction")
-    return root
 
 
 def build(root, img_size: int = 224, verify: bool = True) -> Tuple:
     """``(train_set, test_set)``: torchvision ``ImageFolder`` datasets of ``[3, S, S]`` images."""
     from torchvision import datasets, transforms
 
-    root = check_folders(root)
+    root = check_imagenet_folders(root)
     normalize = transforms.Normalize(MEAN, STD)
     train_tf = transforms.Compose([transforms.RandomResizedCrop(img_size),
                                    transforms.RandomHorizontalFlip(), transforms.ToTensor(),

@@ -3,9 +3,10 @@
 before torch is imported or any model is built. The data set modules use the same texts."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Dict, Optional
 
-from .errors import require_root
+from .errors import DatasetError, require_root, where_to_put
 
 CIFAR_DOWNLOAD = {
     "cifar10": "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz (extract it there; or "
@@ -29,6 +30,7 @@ DVS_LAYOUT = {"spikingjelly": "SpikingJelly's CIFAR10DVS folder (download/, extr
 IMAGENET_DOWNLOAD = ("https://image-net.org/download-images.php (ILSVRC2012 train and val, "
                      "with val/ sorted into class folders)")
 IMAGENET_LAYOUT = "train/ and val/ with one folder per class"
+IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png")
 
 
 def check_root(name: str, root: Optional[str], options: Dict, download: bool = False) -> None:
@@ -41,10 +43,32 @@ def check_root(name: str, root: Optional[str], options: Dict, download: bool = F
             require_root(root, CIFAR_TITLE[name], f"torchvision's {CIFAR_FOLDER[name]}/ folder",
                          CIFAR_DOWNLOAD[name])
     elif name == "imagenet":
-        from .imagenet import check_folders  # torch-free: train/ and val/ class folders
-
-        check_folders(root)
+        check_imagenet_folders(root)
     elif name == "cifar10dvs":
         framing = options.get("framing", "spikingjelly")
         if framing in DVS_LAYOUT:
             require_root(root, "CIFAR10-DVS", DVS_LAYOUT[framing], DVS_DOWNLOAD[framing])
+
+
+def check_imagenet_folders(root) -> Path:
+    """``root`` with ``train/`` and ``val/`` holding the same class folders; else one error."""
+    root = require_root(root, "ImageNet", IMAGENET_LAYOUT, IMAGENET_DOWNLOAD)
+    for split in ("train", "val"):
+        folder = root / split
+        if not folder.is_dir():
+            raise DatasetError(f"ImageNet: {folder} does not exist (expected train/ and val/ with "
+                               f"one folder per class); {where_to_put(root, IMAGENET_DOWNLOAD)}")
+        if not any(p.is_dir() for p in folder.iterdir()):
+            flat = any(p.suffix.lower() in IMAGE_SUFFIXES for p in folder.iterdir())
+            hint = (" (its images are not sorted into class folders: move each into its wnid "
+                    "folder, e.g. with the ILSVRC2012 validation ground truth)") if flat else ""
+            raise DatasetError(f"ImageNet: {folder} has no class folders{hint}; "
+                               f"{where_to_put(root, IMAGENET_DOWNLOAD)}")
+    train = sorted(p.name for p in (root / "train").iterdir() if p.is_dir())
+    val = sorted(p.name for p in (root / "val").iterdir() if p.is_dir())
+    if train != val:
+        odd = sorted(set(train) ^ set(val))
+        raise DatasetError(f"ImageNet: train/ and val/ in {root} hold different class folders "
+                           f"({len(train)} vs {len(val)}; e.g. {', '.join(odd[:3])}); a partial "
+                           "download or extraction")
+    return root
