@@ -9,7 +9,8 @@ import torch.nn.functional as F
 from torch import nn
 from spikingjelly.activation_based import functional, layer
 
-from sj_distill import models, rate, sj, zoo
+from _zoo_students import zoo_student
+from sj_distill import models, rate, sj
 
 
 def _neuron(**kw):
@@ -279,24 +280,12 @@ def test_single_step_model_is_driven_step_by_step_and_matches_multi_step():
     torch.testing.assert_close(logits.mean(0), out_single.detach())
 
 
-def _zoo(name):
-    from spikingjelly.activation_based.model import sew_resnet, spiking_resnet, spiking_vgg
-    sn = dict(spiking_neuron=sj.neuron_factory(kind="lif", decay=0.2, step_mode="m"))
-    if name == "spiking_resnet18":
-        model = spiking_resnet.spiking_resnet18(**sn)
-    elif name == "sew_resnet18":
-        model = sew_resnet.sew_resnet18(cnf="ADD", **sn)
-    else:
-        model = spiking_vgg.spiking_vgg11_bn(**sn)
-    return zoo.cifar_student(model, 10, avgpool_vgg=True)
-
-
 @pytest.mark.parametrize("name", ["spiking_resnet18", "sew_resnet18", "spiking_vgg11_bn",
                                   "vgg11", "sew_resnet34"])
 def test_real_models_one_rate_step(name):
     """SJ zoo students and project backbones: the rate-pass value is the time-mean of the
     spike-pass logits, every parameter gets a finite gradient, disable restores."""
-    model = _zoo(name) if name not in ("vgg11", "sew_resnet34") \
+    model = zoo_student(name) if name not in ("vgg11", "sew_resnet34") \
         else models.create_model(name, num_classes=10)
     head = model.classifier if hasattr(model, "classifier") else model.fc
     rate.enable(model).train()

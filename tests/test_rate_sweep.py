@@ -10,23 +10,12 @@ import torch.nn.functional as F
 from torch import nn
 from spikingjelly.activation_based import functional, layer
 
-from sj_distill import models, rate, sj, zoo
+from _zoo_students import zoo_student
+from sj_distill import models, rate, sj
 from sj_distill.rate import passes
 from sj_distill.rate.sweep import pack, unpack
 
 RECORD_FIELDS = ("rate", "elig", "decay_elig", "mean", "var", "total", "output", "mask")
-
-
-def _zoo(name):
-    from spikingjelly.activation_based.model import sew_resnet, spiking_resnet, spiking_vgg
-    sn = dict(spiking_neuron=sj.neuron_factory(kind="lif", decay=0.2, step_mode="m"))
-    if name == "zoo_spiking_resnet18":
-        model = spiking_resnet.spiking_resnet18(**sn)
-    elif name == "zoo_sew_resnet18":
-        model = sew_resnet.sew_resnet18(cnf="ADD", **sn)
-    else:
-        model = spiking_vgg.spiking_vgg11_bn(**sn)
-    return zoo.cifar_student(model, 10, avgpool_vgg=True)
 
 
 def _small_net():
@@ -47,9 +36,9 @@ CASES = {
     "vggsnn": (lambda: models.create_model("vggsnn", num_classes=10), (3, 2, 2, 48, 48)),
     "sew_resnet34": (lambda: models.create_model("sew_resnet34", num_classes=10),
                      (3, 2, 3, 32, 32)),
-    "zoo_spiking_resnet18": (lambda: _zoo("zoo_spiking_resnet18"), (3, 2, 3, 16, 16)),
-    "zoo_sew_resnet18": (lambda: _zoo("zoo_sew_resnet18"), (3, 2, 3, 16, 16)),
-    "zoo_spiking_vgg11_bn": (lambda: _zoo("zoo_spiking_vgg11_bn"), (3, 2, 3, 32, 32)),
+    "zoo_spiking_resnet18": (lambda: zoo_student("spiking_resnet18"), (3, 2, 3, 16, 16)),
+    "zoo_sew_resnet18": (lambda: zoo_student("sew_resnet18"), (3, 2, 3, 16, 16)),
+    "zoo_spiking_vgg11_bn": (lambda: zoo_student("spiking_vgg11_bn"), (3, 2, 3, 32, 32)),
     "small_net": (_small_net, (5, 3, 2, 8, 8)),
 }
 
