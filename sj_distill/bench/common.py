@@ -121,3 +121,12 @@ def write_results(stem: str, results: List[Dict], env: Dict, table: str, checks:
     with open(stem + ".md", "w") as f:
         f.write("\n".join(body).rstrip() + "\n")
     return [stem + ".json", stem + ".md"]
+
+
+def log_T_axis(ax, Ts: Sequence[int]) -> None:
+    """A plot's x axis for time steps: log scale with one labelled tick per measured ``T``,
+    and a light grid."""
+    ax.set_xscale("log")
+    ax.set_xticks(Ts)
+    ax.set_xticklabels([str(t) for t in Ts])
+    ax.grid(alpha=0.3)

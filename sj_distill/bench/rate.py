@@ -26,7 +26,7 @@ import sys
 from typing import Dict, List, Optional, Sequence
 
 from .common import (DEFAULT_OUT, DTYPES, add_grid_arguments, autocast, environment,
-                     resolve_grid, timed, write_results)
+                     log_T_axis, resolve_grid, timed, write_results)
 
 METHODS = ("bptt", "rate")
 #: Defaults per device: the issue's GPU grid, and a CPU grid that fits a shared 2-core box.
@@ -188,10 +188,7 @@ def plot(results: List[Dict], path: str, title: str) -> None:
                + ("CUDA allocator" if cuda else "process RSS") + ")")
     ax_speed.set(xlabel="time steps T", ylabel="training images/s", yscale="log")
     for ax in (ax_mem, ax_speed):
-        ax.set_xscale("log")
-        ax.set_xticks(Ts)
-        ax.set_xticklabels([str(t) for t in Ts])
-        ax.grid(alpha=0.3)
+        log_T_axis(ax, Ts)
         ax.legend(fontsize=7)
     fig.suptitle(title)
     fig.tight_layout()

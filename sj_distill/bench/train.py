@@ -30,7 +30,7 @@ import sys
 import time
 from typing import Dict, List, Optional, Sequence
 
-from .common import DTYPES, autocast, environment, write_results
+from .common import DTYPES, autocast, environment, log_T_axis, write_results
 from .names import METHODS
 
 DEFAULT_OUT = os.path.join("benchmarks", "results", "train")
@@ -250,11 +250,8 @@ def plot(summary: List[Dict], path: str, title: str, cuda: bool) -> None:
     ax_time.set(xlabel="time steps T", ylabel=("wall" if cuda else "CPU") + " seconds per step",
                 yscale="log")
     for ax in (ax_mem, ax_time):
-        ax.set_xscale("log")
+        log_T_axis(ax, Ts)
         ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
-        ax.set_xticks(Ts)
-        ax.set_xticklabels([str(t) for t in Ts])
-        ax.grid(alpha=0.3)
     ax_time.legend(fontsize=7)
     fig.suptitle(title)
     fig.tight_layout()
